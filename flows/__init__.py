@@ -1,0 +1,1 @@
+"""Prefect flows over the pipeline's stage functions, and their deployment definitions."""

@@ -1,0 +1,461 @@
+"""Typed schema of ``params.yaml``: validation, defaults and one-line errors.
+
+Every stage reads its section through :func:`load_config`, so a bad parameter (unknown key,
+wrong type, out-of-range value, unknown dataset/model/variant name) is reported before any work
+starts, as a :class:`~pipeline.errors.ConfigError` naming the key and what is allowed.
+"""
+
+from __future__ import annotations
+
+import copy
+import types
+import typing
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from pipeline.errors import ConfigError
+from pipeline.regularizers.config import RegularizerConfig
+
+DATA_SOURCES = (
+    "shards",
+    "digits",
+    "cifar10",
+    "flowers102",
+    "stanford_dogs",
+    "mit_indoor",
+    "imagenet",
+    "image_folder",
+)
+ARCHITECTURES = ("small_resnet", "resnet18_small", "resnet18", "resnet50", "mlp")
+
+
+class Strict(BaseModel):
+    """Unknown keys are errors, not silently ignored settings."""
+
+    model_config = ConfigDict(extra="forbid", validate_default=True)
+
+
+class RunSpec(Strict):
+    """Where and how stages execute (none of this changes results, so no stage depends on it)."""
+
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    num_workers: int = Field(0, ge=0)
+    progress: bool = True
+
+
+class DataSpec(Strict):
+    """One dataset: a source read from a local root, at a given resolution."""
+
+    source: str
+    root: str | None = None  # relative to the repository (raw data by convention under data/)
+    train_split: str = "train"
+    test_split: str = "test"
+    image_size: int = Field(..., ge=4, le=1024)
+    augment: Literal["standard", "resize", "none"] = "standard"
+    normalize: Literal["imagenet", "half", "none"] = "imagenet"
+    options: dict[str, Any] = Field(default_factory=dict)
+    # Use at most this many training / test samples (None = all); for smoke runs.
+    limit_train: int | None = Field(None, ge=1)
+    limit_test: int | None = Field(None, ge=1)
+
+    @field_validator("source")
+    @classmethod
+    def _known_source(cls, v: str) -> str:
+        if v not in DATA_SOURCES:
+            raise ValueError(f"unknown dataset source {v!r}; allowed: {', '.join(DATA_SOURCES)}")
+        return v
+
+
+class ModelSpec(Strict):
+    arch: str = "small_resnet"
+    widths: list[int] = Field(default_factory=lambda: [16, 32, 64, 128], min_length=1)
+    blocks: list[int] = Field(default_factory=lambda: [1, 1, 1, 1], min_length=1)
+    hidden: list[int] = Field(default_factory=lambda: [2000], min_length=1)  # mlp only
+    activation: Literal["relu", "gelu"] = "relu"  # mlp only
+
+    @field_validator("arch")
+    @classmethod
+    def _known_arch(cls, v: str) -> str:
+        if v not in ARCHITECTURES:
+            raise ValueError(f"unknown model arch {v!r}; allowed: {', '.join(ARCHITECTURES)}")
+        return v
+
+    @model_validator(mode="after")
+    def _blocks_match_widths(self) -> ModelSpec:
+        if self.arch == "small_resnet" and not (len(self.widths) == len(self.blocks) == 4):
+            raise ValueError("small_resnet needs 4 widths and 4 blocks (timm's ResNet has 4 stages)")
+        if self.arch == "small_resnet" and any(w % 2 for w in self.widths[:1]):
+            raise ValueError("small_resnet: widths[0] must be even (it sets the stem width)")
+        return self
+
+
+class OptimSpec(Strict):
+    lr_backbone: float = Field(0.05, gt=0)
+    lr_head: float = Field(0.05, gt=0)
+    momentum: float = Field(0.9, ge=0, lt=1)
+    weight_decay: float = Field(5e-4, ge=0)
+    nesterov: bool = False
+
+
+class ScheduleSpec(Strict):
+    kind: Literal["cosine", "step", "constant"] = "cosine"
+    # Cosine period in epochs; None means the run's own length (never a fixed constant).
+    t_max: int | None = Field(None, ge=1)
+    step_size: int = Field(30, ge=1)  # step schedule: multiply by gamma every step_size epochs
+    gamma: float = Field(0.1, gt=0, le=1)
+    warmup_epochs: int = Field(0, ge=0)
+
+
+class TrainSpec(Strict):
+    epochs: int = Field(..., ge=1)
+    batch_size: int = Field(64, ge=1)
+    optimizer: OptimSpec = Field(default_factory=OptimSpec)
+    schedule: ScheduleSpec = Field(default_factory=ScheduleSpec)
+    seed: int = 0
+    amp: bool = True  # only takes effect on CUDA
+    channels_last: bool = True  # only takes effect on CUDA
+    checkpoint_every: int = Field(50, ge=1)  # optimizer steps between checkpoints
+    eval_every: int = Field(1, ge=1)  # epochs between test-set evaluations
+    diagnostics_every: int = Field(1, ge=1)  # epochs between exact σ_max diagnostics
+    gpus: int = Field(1, ge=1)  # >1: launched under torchrun (DDP)
+    sync_batchnorm: bool = False
+
+
+class PrepareOutput(Strict):
+    source: str = "digits"
+    root: str | None = None
+    options: dict[str, Any] = Field(default_factory=dict)
+    splits: list[str] = Field(default_factory=lambda: ["train", "test"], min_length=1)
+
+    _check_source = field_validator("source")(DataSpec._known_source.__func__)
+
+
+class PrepareSpec(Strict):
+    """Datasets written as shards to artifacts/prepared/<name>.
+
+    ``embedded`` names need no files (scikit-learn's digits); ``raw`` names are read from
+    ``data/<name>``, which their DVC stage depends on, so new raw data re-runs them.
+    """
+
+    outputs: dict[str, PrepareOutput] = Field(default_factory=dict)
+    embedded: list[str] = Field(default_factory=list)
+    raw: list[str] = Field(default_factory=list)
+    maxcount: int = Field(1000, ge=1)  # samples per shard
+
+    @model_validator(mode="after")
+    def _lists_match_outputs(self) -> PrepareSpec:
+        _check_members("prepare.embedded", self.embedded, self.outputs)
+        _check_members("prepare.raw", self.raw, self.outputs)
+        for name in self.embedded:
+            if self.outputs[name].source != "digits":
+                raise ValueError(f"prepare.embedded: {name!r} reads files; list it in prepare.raw")
+        for name in self.raw:
+            out = self.outputs[name]
+            if out.source == "digits":
+                raise ValueError(f"prepare.raw: {name!r} is embedded; list it in prepare.embedded")
+            if out.root not in (None, f"data/{name}"):
+                raise ValueError(
+                    f"prepare.outputs.{name}.root: raw data for {name!r} lives at data/{name} "
+                    "(symlink it there); got {out.root!r}"
+                )
+            out.root = f"data/{name}"
+        return self
+
+
+class PretrainSpec(Strict):
+    data: DataSpec
+    model: ModelSpec = Field(default_factory=ModelSpec)
+    train: TrainSpec
+    variants: dict[str, list[RegularizerConfig]]
+    run: list[str] = Field(default_factory=list)
+
+
+class SimCLRSpec(Strict):
+    temperature: float = Field(0.5, gt=0)
+    projection_dim: int = Field(64, ge=1)
+    hidden_dim: int = Field(256, ge=1)
+
+
+class BarlowTwinsSpec(Strict):
+    lambda_offdiag: float = Field(5e-3, gt=0)
+    projection_dim: int = Field(256, ge=1)
+    hidden_dim: int = Field(256, ge=1)
+
+
+class SSLAugment(Strict):
+    """View augmentation strengths (lightly's defaults are for ImageNet-sized images)."""
+
+    min_scale: float = Field(0.08, gt=0, le=1)
+    cj_prob: float = Field(0.8, ge=0, le=1)
+    gray_scale: float = Field(0.2, ge=0, le=1)
+    gaussian_blur: float = Field(0.5, ge=0, le=1)
+    hf_prob: float = Field(0.5, ge=0, le=1)
+
+
+class SSLVariant(Strict):
+    method: Literal["simclr", "barlow_twins"]
+    regularizers: list[RegularizerConfig] = Field(default_factory=list)
+
+
+class SSLSpec(Strict):
+    data: DataSpec
+    model: ModelSpec = Field(default_factory=ModelSpec)
+    train: TrainSpec
+    simclr: SimCLRSpec = Field(default_factory=SimCLRSpec)
+    barlow_twins: BarlowTwinsSpec = Field(default_factory=BarlowTwinsSpec)
+    augment: SSLAugment = Field(default_factory=SSLAugment)
+    knn_k: int = Field(20, ge=1)
+    variants: dict[str, SSLVariant] = Field(default_factory=dict)
+    run: list[str] = Field(default_factory=list)
+
+
+class TargetSpec(Strict):
+    data: DataSpec
+    train: TrainSpec
+
+
+class FinetuneRun(Strict):
+    targets: list[str] = Field(default_factory=list)
+    backbones: list[str] = Field(default_factory=list)
+    regularizers: list[str] = Field(default_factory=lambda: ["none"])
+    seeds: list[int] = Field(default_factory=lambda: [0])
+
+
+class FinetuneSpec(Strict):
+    targets: dict[str, TargetSpec]
+    regularizers: dict[str, list[RegularizerConfig]] = Field(default_factory=lambda: {"none": []})
+    run: FinetuneRun = Field(default_factory=FinetuneRun)
+
+
+class ReadoutSpec(Strict):
+    C: float = Field(1.0, gt=0)
+    max_iter: int = Field(1000, ge=1)
+    batch_size: int = Field(256, ge=1)
+
+
+class AttackSpec(Strict):
+    n_samples: int = Field(500, ge=1)
+    iterations: int = Field(40, ge=1)
+    max_queries: int | None = Field(None, ge=1)
+    gamma: float = Field(1.0, gt=0)
+    init_probes: int = Field(100, ge=1)
+    max_probes: int = Field(10_000, ge=1)
+    chunk_size: int = Field(4096, ge=1)
+    seed: int = 0
+
+
+class ReportSpec(Strict):
+    title: str = "Robust transfer"
+
+
+class Config(Strict):
+    run: RunSpec = Field(default_factory=RunSpec)
+    prepare: PrepareSpec = Field(default_factory=PrepareSpec)
+    pretrain: PretrainSpec
+    ssl: SSLSpec | None = None
+    finetune: FinetuneSpec
+    readout: ReadoutSpec = Field(default_factory=ReadoutSpec)
+    attack: AttackSpec = Field(default_factory=AttackSpec)
+    report: ReportSpec = Field(default_factory=ReportSpec)
+
+    @model_validator(mode="after")
+    def _names_resolve(self) -> Config:
+        _check_members("pretrain.run", self.pretrain.run, self.pretrain.variants)
+        ssl_variants = self.ssl.variants if self.ssl else {}
+        if self.ssl:
+            _check_members("ssl.run", self.ssl.run, ssl_variants)
+            if not self.ssl.data.root:
+                raise ValueError("ssl.data.root: required (the DAG tracks it as a dependency)")
+        clash = sorted(set(self.pretrain.variants) & set(ssl_variants))
+        if clash:
+            raise ValueError(
+                f"backbone names must be unique across pretrain.variants and ssl.variants: {clash}"
+            )
+        run = self.finetune.run
+        _check_members("finetune.run.targets", run.targets, self.finetune.targets)
+        for target in run.targets:
+            data = self.finetune.targets[target].data
+            if data.source != "shards" or data.root != f"artifacts/prepared/{target}":
+                raise ValueError(
+                    f"finetune.targets.{target}.data: a DAG target reads its prepared shards; set "
+                    f"source: shards, root: artifacts/prepared/{target} and add {target!r} to "
+                    "prepare.outputs (and prepare.raw)"
+                )
+        if not self.pretrain.data.root:
+            raise ValueError("pretrain.data.root: required (the DAG tracks it as a dependency)")
+        _check_members("finetune.run.regularizers", run.regularizers, self.finetune.regularizers)
+        _check_members("finetune.run.backbones", run.backbones, self.backbone_names())
+        return self
+
+    def backbone_names(self) -> list[str]:
+        """Every backbone a finetune run may start from: supervised and SSL variants."""
+        names = list(self.pretrain.variants)
+        if self.ssl:
+            names += list(self.ssl.variants)
+        return names
+
+    def backbone_kind(self, name: str) -> Literal["pretrain", "ssl"]:
+        if name in self.pretrain.variants:
+            return "pretrain"
+        if self.ssl and name in self.ssl.variants:
+            return "ssl"
+        raise ConfigError(
+            f"unknown backbone {name!r}; allowed: {', '.join(self.backbone_names()) or '(none)'}"
+        )
+
+
+def _check_members(key: str, chosen: list, allowed: dict | list) -> None:
+    unknown = [c for c in chosen if c not in allowed]
+    if unknown:
+        raise ValueError(
+            f"{key}: unknown name {unknown[0]!r}; allowed: {', '.join(map(str, allowed)) or '(none)'}"
+        )
+
+
+# --- loading -------------------------------------------------------------------------------
+
+
+def read_params(path: str | Path) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"parameter file not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        first = str(exc).splitlines()[0]
+        raise ConfigError(f"{path}: not valid YAML ({first})") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: top level must be a mapping of sections")
+    return data
+
+
+def apply_overrides(data: dict, overrides: list[str]) -> dict:
+    """``section.key=value`` overrides; the value is parsed as YAML (numbers, lists, null)."""
+    data = copy.deepcopy(data)
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"--set {item!r}: expected section.key=value")
+        dotted, raw = item.split("=", 1)
+        keys = [k for k in dotted.strip().split(".") if k]
+        if not keys:
+            raise ConfigError(f"--set {item!r}: empty key")
+        try:
+            value = yaml.safe_load(raw)
+        except yaml.YAMLError:
+            value = raw
+        node = data
+        for i, k in enumerate(keys[:-1]):
+            nxt = node.get(k) if isinstance(node, dict) else None
+            if nxt is None:
+                nxt = node[k] = {}
+            if not isinstance(nxt, dict):
+                raise ConfigError(f"--set {dotted}: {'.'.join(keys[: i + 1])} is not a section")
+            node = nxt
+        node[keys[-1]] = value
+    return data
+
+
+def _format_error(exc: ValidationError, source: str) -> str:
+    err = exc.errors()[0]
+    loc = _dotted(err["loc"])
+    kind = err["type"]
+    if kind == "extra_forbidden":
+        parent = _resolve(Config, list(err["loc"][:-1]))
+        allowed = ", ".join(parent.model_fields) if _is_model(parent) else ""
+        msg = f"unknown key {loc!r}" + (f"; allowed: {allowed}" if allowed else "")
+    elif kind == "missing":
+        msg = f"{loc}: required key is missing"
+    elif kind == "union_tag_invalid":
+        msg = f"{loc}.name: {err['msg']}"
+    else:
+        got = err.get("input")
+        shown = "" if isinstance(got, dict | list) else f" (got {got!r})"
+        text = err["msg"].removeprefix("Value error, ")
+        msg = f"{loc}: {text}{shown}" if loc else text
+    more = len(exc.errors()) - 1
+    return f"{source}: {msg}" + (f" [+{more} more problem(s)]" if more else "")
+
+
+def _is_model(tp: Any) -> bool:
+    return isinstance(tp, type) and issubclass(tp, BaseModel)
+
+
+def _resolve(tp: Any, loc: list) -> Any:
+    """The type found at an error location, following models, dicts, lists and tagged unions."""
+    for part in loc:
+        stripped = _strip(tp, part)
+        if _is_model(stripped) and _tag_of(stripped) == part and not _is_model(_strip(tp, None)):
+            tp = stripped  # the location names the union member: consume it
+            continue
+        tp = stripped
+        if _is_model(tp):
+            field = tp.model_fields.get(part) if isinstance(part, str) else None
+            if field is None:
+                return None
+            tp = field.annotation
+        elif typing.get_origin(tp) is dict:
+            tp = typing.get_args(tp)[1]
+        elif typing.get_origin(tp) is list:
+            tp = typing.get_args(tp)[0]
+        else:
+            return None
+    return _strip(tp, None)
+
+
+def _strip(tp: Any, part: Any) -> Any:
+    """Unwrap Annotated/Optional, and pick the member of a tagged union named by ``part``."""
+    while True:
+        origin = typing.get_origin(tp)
+        if origin is typing.Annotated:
+            tp = typing.get_args(tp)[0]
+        elif origin in (typing.Union, types.UnionType):
+            members = [a for a in typing.get_args(tp) if a is not type(None)]
+            tagged = [m for m in members if _is_model(m) and _tag_of(m) == part]
+            if tagged:
+                return tagged[0]
+            if len(members) == 1:
+                tp = members[0]
+            else:
+                return tp
+        else:
+            return tp
+
+
+def _tag_of(model: Any) -> str | None:
+    field = model.model_fields.get("name")
+    if field is None:
+        return None
+    args = typing.get_args(field.annotation)
+    return args[0] if len(args) == 1 else None
+
+
+def _dotted(loc: tuple) -> str:
+    """``a.b.0.c`` without the discriminator value pydantic inserts after a union's list index."""
+    tags = _regularizer_tags()
+    parts = [
+        str(p)
+        for i, p in enumerate(loc)
+        if not (i > 0 and isinstance(loc[i - 1], int) and isinstance(p, str) and p in tags)
+    ]
+    return ".".join(parts)
+
+
+def _regularizer_tags() -> set[str]:
+    union = _strip(RegularizerConfig, None)
+    return {t for m in typing.get_args(union) if (t := _tag_of(m))}
+
+
+def validate(data: dict, source: str = "params") -> Config:
+    try:
+        return Config.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_format_error(exc, source)) from None
+
+
+def load_config(path: str | Path = "params.yaml", overrides: list[str] | None = None) -> Config:
+    """Read, override and validate a parameter file; raises ConfigError with a one-line message."""
+    data = apply_overrides(read_params(path), overrides or [])
+    return validate(data, source=str(path))

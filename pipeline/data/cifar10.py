@@ -1,0 +1,108 @@
+"""CIFAR-10 from the official python-pickle release (``cifar-10-batches-py``), read into memory."""
+
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+
+import numpy as np
+
+from pipeline.data.base import ArrayDataset, one_line
+from pipeline.errors import ConfigError, DatasetError
+
+FOLDER = "cifar-10-batches-py"
+TRAIN_BATCHES = tuple(f"data_batch_{i}" for i in range(1, 6))
+TEST_BATCHES = ("test_batch",)
+DEFAULT_CLASSES = (
+    "airplane",
+    "automobile",
+    "bird",
+    "cat",
+    "deer",
+    "dog",
+    "frog",
+    "horse",
+    "ship",
+    "truck",
+)
+LAYOUT = (
+    "expected data_batch_1..5 and test_batch "
+    f"(python pickle version, {FOLDER}), given as that folder or its parent"
+)
+
+
+def find_folder(root: str | Path) -> Path:
+    """Accept the batches folder itself or the directory the archive was extracted into."""
+    root = Path(root).expanduser()
+    for candidate in (root, root / FOLDER):
+        if (candidate / "test_batch").is_file() or (candidate / "data_batch_1").is_file():
+            return candidate
+    raise DatasetError(f"CIFAR-10 not found at {root}: {LAYOUT}")
+
+
+def _load_pickle(path: Path) -> dict:
+    if not path.is_file():
+        raise DatasetError(f"CIFAR-10 batch missing: {path}: {LAYOUT}")
+    try:
+        with path.open("rb") as f:
+            return pickle.load(f, encoding="bytes")
+    except Exception as e:  # a truncated or foreign file can raise almost anything
+        raise DatasetError(
+            f"cannot read CIFAR-10 batch {path}: {type(e).__name__}: {one_line(e)}"
+        ) from None
+
+
+def _key(batch: dict, name: str):
+    for key in (name.encode(), name):
+        if key in batch:
+            return batch[key]
+    raise KeyError(name)
+
+
+def read_batch(path: Path) -> tuple[np.ndarray, list[int]]:
+    """One pickle batch as ``(N, 32, 32, 3)`` uint8 images and integer labels."""
+    batch = _load_pickle(path)
+    try:
+        data = np.asarray(_key(batch, "data"))
+        labels = [int(x) for x in _key(batch, "labels")]
+    except (KeyError, TypeError, ValueError):
+        raise DatasetError(
+            f"malformed CIFAR-10 batch {path}: expected a dict with b'data' (N x 3072 uint8) "
+            "and b'labels'"
+        ) from None
+    if data.ndim != 2 or data.shape[1] != 3072 or len(labels) != data.shape[0]:
+        raise DatasetError(
+            f"malformed CIFAR-10 batch {path}: data has shape {data.shape} with {len(labels)} "
+            "labels; expected N x 3072 uint8 and N labels"
+        )
+    images = data.astype(np.uint8).reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
+    return np.ascontiguousarray(images), labels
+
+
+def read_classes(folder: Path) -> list[str]:
+    """Names from ``batches.meta`` when present; the canonical names otherwise."""
+    meta = folder / "batches.meta"
+    if not meta.is_file():
+        return list(DEFAULT_CLASSES)
+    try:
+        names = _key(_load_pickle(meta), "label_names")
+    except KeyError:
+        raise DatasetError(f"malformed CIFAR-10 meta {meta}: expected b'label_names'") from None
+    return [n.decode() if isinstance(n, bytes) else str(n) for n in names]
+
+
+def open_cifar10(root: str | Path, split: str = "train") -> ArrayDataset:
+    """The 50 000 training or 10 000 test images as RGB PIL images, labels 0..9."""
+    if split not in ("train", "test"):
+        raise ConfigError(f"cifar10 split must be one of train, test; got {split!r}")
+    folder = find_folder(root)
+    parts = [read_batch(folder / b) for b in (TRAIN_BATCHES if split == "train" else TEST_BATCHES)]
+    images = np.concatenate([p[0] for p in parts])
+    labels = [label for p in parts for label in p[1]]
+    classes = read_classes(folder)
+    if labels and not 0 <= min(labels) <= max(labels) < len(classes):
+        raise DatasetError(
+            f"CIFAR-10 labels in {folder} span {min(labels)}..{max(labels)} "
+            f"but batches.meta names {len(classes)} classes"
+        )
+    return ArrayDataset("cifar10", images, labels, classes)

@@ -1,0 +1,116 @@
+"""Pieces shared by the experiment stages: model construction, the attack call, branching."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+from pipeline.attacks import LabelOracle, tangent_attack
+from pipeline.config import ModelSpec
+from pipeline.experiments.config import AttackSettings
+from pipeline.experiments.trainer import Snapshot, TrainResult, TrainSettings, train_in_memory
+from pipeline.models import SplitModel, build_model
+from pipeline.regularizers import Regularizer, build_regularizers
+
+
+def mlp(in_chans: int, image_size: int, hidden: list[int], activation: str, classes: int, seed: int):
+    """A fresh MLP SplitModel whose init depends only on ``seed``."""
+    torch.manual_seed(seed)
+    spec = ModelSpec(arch="mlp", hidden=list(hidden), activation=activation)
+    return build_model(spec, in_chans, classes, image_size)
+
+
+def branch_epoch(variants: dict[str, list], epochs: int) -> int:
+    """First epoch at which any variant's training differs from plain training.
+
+    Every regularizer is inactive before its burn-in, so all variants of a seed are identical up
+    to the smallest burn-in and can share that prefix (see :mod:`pipeline.experiments.trainer`).
+    """
+    burn_ins = [r.burn_in for regs in variants.values() for r in regs]
+    return min([epochs, *burn_ins])
+
+
+def build_variant(configs: list) -> list[Regularizer]:
+    return build_regularizers(configs)
+
+
+@dataclass
+class VariantRun:
+    """One trained model of one variant and seed, with its training history."""
+
+    model: SplitModel
+    history: list[dict]
+
+
+def train_variants(
+    make_model: Callable[[], SplitModel],
+    x: torch.Tensor,
+    y: torch.Tensor,
+    settings: TrainSettings,
+    variants: dict[str, list],
+    start: Snapshot,
+) -> dict[str, VariantRun]:
+    """Continue each regularized variant from the shared plain-phase snapshot."""
+    runs = {}
+    for name, configs in variants.items():
+        model = make_model()
+        result: TrainResult = train_in_memory(
+            model, x, y, settings, build_variant(configs), start=start
+        )
+        runs[name] = VariantRun(model, result.history)
+    return runs
+
+
+def run_attack(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    settings: AttackSettings,
+    pool: tuple[torch.Tensor, torch.Tensor] | None = None,
+    seed_offset: int = 0,
+) -> dict:
+    """Tangent Attack on the given (correctly classified) points: per-point distances and queries.
+
+    The model is queried only through a :class:`LabelOracle` (hard labels, counted queries).
+    """
+    model.eval()
+    oracle = LabelOracle(model, chunk_size=settings.chunk_size)
+    result = tangent_attack(
+        oracle,
+        x,
+        y,
+        iterations=settings.iterations,
+        gamma=settings.gamma,
+        init_probes=settings.init_probes,
+        max_probes=settings.max_probes,
+        box=tuple(settings.box),
+        seed=settings.seed + seed_offset,
+        fallback_pool=pool,
+    )
+    dist = result.distances.double().numpy()
+    ok = result.success.numpy()
+    return {
+        "distances": dist.tolist(),
+        "success": ok.tolist(),
+        "mean_distance": float(dist[ok].mean()) if ok.any() else math.nan,
+        "success_rate": float(ok.mean()),
+        "mean_queries": float(result.queries.double().mean()),
+        "total_queries": int(oracle.total_queries),
+    }
+
+
+def mean_std(values: Iterable[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation (ddof = 1; 0 for a single value), NaNs dropped."""
+    a = np.asarray([v for v in values if v is not None and math.isfinite(v)], dtype=float)
+    if a.size == 0:
+        return math.nan, math.nan
+    return float(a.mean()), float(a.std(ddof=1)) if a.size > 1 else 0.0
+
+
+def set_threads(threads: int) -> None:
+    torch.set_num_threads(threads)

@@ -1,0 +1,6 @@
+"""Backbones (timm), MLPs and the backbone/head split used by every stage."""
+
+from pipeline.models.factory import build_model, load_model, save_model
+from pipeline.models.split import SplitModel
+
+__all__ = ["SplitModel", "build_model", "load_model", "save_model"]

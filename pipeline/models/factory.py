@@ -1,0 +1,121 @@
+"""Build a :class:`SplitModel` from a :class:`~pipeline.config.ModelSpec`, and save/load it.
+
+Networks come from timm; "small" variants swap the ImageNet stem (7×7 stride-2 conv + max
+pool) for a 3×3 stride-1 conv, the usual change for 32-pixel inputs, so that small images are
+not downsampled fourfold before the first block.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from pipeline.errors import ConfigError
+from pipeline.io import atomic_torch_save
+from pipeline.models.split import SplitModel
+
+MODEL_FORMAT = 1
+
+
+def _small_stem(net: nn.Module, in_chans: int) -> None:
+    out = net.bn1.num_features
+    net.conv1 = nn.Conv2d(in_chans, out, kernel_size=3, stride=1, padding=1, bias=False)
+    net.maxpool = nn.Identity()
+
+
+def _timm_backbone(arch: str, in_chans: int, spec: Any) -> tuple[nn.Module, int]:
+    import timm
+    from timm.models.resnet import BasicBlock, ResNet
+
+    if arch == "small_resnet":
+        net = ResNet(
+            block=BasicBlock,
+            layers=list(spec.blocks),
+            channels=tuple(spec.widths),
+            in_chans=in_chans,
+            num_classes=0,
+            # A "deep" stem makes the stem width widths[0] (timm fixes 64 otherwise); its
+            # convs are then replaced by the single small-input conv below.
+            stem_type="deep",
+            stem_width=max(1, spec.widths[0] // 2),
+        )
+        _small_stem(net, in_chans)
+    elif arch == "resnet18_small":
+        net = timm.create_model("resnet18", pretrained=False, num_classes=0, in_chans=in_chans)
+        _small_stem(net, in_chans)
+    else:  # resnet18, resnet50: the standard ImageNet networks, never downloaded
+        net = timm.create_model(arch, pretrained=False, num_classes=0, in_chans=in_chans)
+    return net, net.num_features
+
+
+class MLPBackbone(nn.Module):
+    """Flatten, then hidden layers with an activation; the last hidden layer is Φ(x)."""
+
+    def __init__(self, in_features: int, hidden: list[int], activation: str):
+        super().__init__()
+        act = {"relu": nn.ReLU, "gelu": nn.GELU}[activation]
+        layers: list[nn.Module] = [nn.Flatten()]
+        width = in_features
+        for h in hidden:
+            layers += [nn.Linear(width, h), act()]
+            width = h
+        self.net = nn.Sequential(*layers)
+        self.out_features = width
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+def build_model(
+    spec: Any,
+    in_chans: int,
+    num_classes: int,
+    image_size: int,
+    mean: tuple[float, ...] = (0.0,),
+    std: tuple[float, ...] = (1.0,),
+) -> SplitModel:
+    """A fresh, randomly initialised model (weights depend on the global torch seed)."""
+    if spec.arch == "mlp":
+        backbone = MLPBackbone(in_chans * image_size * image_size, spec.hidden, spec.activation)
+        dim = backbone.out_features
+    elif spec.arch in ("small_resnet", "resnet18_small", "resnet18", "resnet50"):
+        backbone, dim = _timm_backbone(spec.arch, in_chans, spec)
+    else:
+        raise ConfigError(f"model.arch: unknown architecture {spec.arch!r}")
+    if len(mean) == 1 and in_chans > 1:
+        mean, std = mean * in_chans, std * in_chans
+    return SplitModel(backbone, dim, num_classes, mean=mean[:in_chans], std=std[:in_chans])
+
+
+def save_model(model: SplitModel, path: str | Path, meta: dict[str, Any]) -> None:
+    """``meta`` must hold what :func:`load_model` needs: model spec, in_chans, image_size, classes."""
+    payload = {"format": MODEL_FORMAT, "meta": meta, "state_dict": _plain_state(model)}
+    atomic_torch_save(payload, path)
+
+
+def _plain_state(model: nn.Module) -> dict[str, torch.Tensor]:
+    # Unwrap DDP / torch.compile wrappers so a saved model loads anywhere.
+    inner = getattr(model, "module", model)
+    inner = getattr(inner, "_orig_mod", inner)
+    return {k: v.detach().cpu() for k, v in inner.state_dict().items()}
+
+
+def load_model(path: str | Path, map_location: str | torch.device = "cpu") -> tuple[SplitModel, dict]:
+    """Rebuild a saved model; the returned ``meta`` carries classes, image size and provenance."""
+    from pipeline.config import ModelSpec
+    from pipeline.errors import DatasetError
+
+    path = Path(path)
+    if not path.is_file():
+        raise DatasetError(f"model file not found: {path} (run the stage that produces it first)")
+    payload = torch.load(path, map_location=map_location, weights_only=False)
+    meta = payload["meta"]
+    spec = ModelSpec.model_validate(meta["model"])
+    state = payload["state_dict"]
+    num_classes = state["head.weight"].shape[0]
+    model = build_model(spec, meta["in_chans"], num_classes, meta["image_size"])
+    model.load_state_dict(state)
+    return model, meta

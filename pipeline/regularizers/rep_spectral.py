@@ -1,0 +1,175 @@
+"""rep-spectral and ll-spectral: ``(γ/2)·Σ_l σ_max(W_l)²`` over weight layers.
+
+rep-spectral (paper eq. 3) penalizes every Conv2d/Linear layer of the backbone Φ and **not** the
+readout: it bounds ``‖∇Φ‖ ≤ Π σ_max(W_l)`` in the lower bound on the adversarial distance,
+which is about the representation. ll-spectral (Yoshida & Miyato 2017) is the same plus the
+readout layer. BatchNorm is never included.
+
+σ_max comes from :mod:`pipeline.regularizers.spectral`: convs on their real input size
+(recorded in :meth:`attach`), with power iteration refreshed over all frequencies every
+``refresh_every`` optimizer steps and the differentiable value evaluated at the top candidate
+frequencies in between. The penalty is an ordinary loss term; nothing writes to weights.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from pipeline.regularizers.base import Regularizer, StepContext
+from pipeline.regularizers.layers import (
+    backbone_of,
+    record_input_sizes,
+    select_weight_layers,
+    unwrap,
+)
+from pipeline.regularizers.spectral import SpectralEstimator, make_estimator
+
+HEAD_NAME = "head"
+
+
+def _key(name: str) -> str:
+    """Module names contain dots, which ``nn.ModuleDict`` keys may not."""
+    return name.replace(".", ":")
+
+
+def _forget_last_refresh(module: nn.Module, _incompatible_keys) -> None:
+    module._last_refresh = None
+
+
+class RepSpectral(Regularizer):
+    """``(γ/2)·Σ σ_max(W_l)²`` over the backbone's Conv2d and Linear layers (readout excluded).
+
+    Parameters: ``strength`` γ; ``burn_in`` first active epoch (0-based); ``power_steps`` power
+    iterations per refresh (and per step on the candidates if ``track_candidates``);
+    ``refresh_every`` optimizer steps between full-spectrum refreshes; ``layers`` module-name
+    prefixes within the backbone (empty = all); ``top_frequencies`` candidates kept per conv.
+    The first refresh runs at least ``init_power_steps`` steps, since the vectors start random.
+    """
+
+    name = "rep_spectral"
+    include_head = False
+
+    def __init__(
+        self,
+        strength: float = 1e-3,
+        burn_in: int = 0,
+        power_steps: int = 1,
+        refresh_every: int = 160,
+        layers: Sequence[str] = (),
+        top_frequencies: int = 4,
+        track_candidates: bool = True,
+        init_power_steps: int = 20,
+        seed: int = 0,
+    ):
+        super().__init__(strength, burn_in)
+        if power_steps < 1 or refresh_every < 1 or top_frequencies < 1:
+            raise ValueError("power_steps, refresh_every and top_frequencies must be >= 1")
+        self.power_steps = int(power_steps)
+        self.refresh_every = int(refresh_every)
+        self.layers = list(layers)
+        self.top_frequencies = int(top_frequencies)
+        self.track_candidates = bool(track_candidates)
+        self.init_power_steps = int(init_power_steps)
+        self.seed = int(seed)
+        self.estimators = nn.ModuleDict()
+        self.register_buffer("last_refresh", torch.tensor(-1, dtype=torch.long))
+        # (name, module) pairs of the model; a plain list so the model's weights do not become
+        # this module's parameters or state.
+        self._targets: list[tuple[str, nn.Module]] = []
+        self._attached = False
+        self._last_refresh: int | None = None  # mirror of the buffer: no GPU sync per step
+        self.register_load_state_dict_post_hook(_forget_last_refresh)
+
+    # -- setup -------------------------------------------------------------------------------
+    def attach(self, model: nn.Module, example_inputs: torch.Tensor) -> None:
+        """Select the layers, record every conv's input size, create the power-iteration state."""
+        backbone = backbone_of(model)
+        targets = select_weight_layers(backbone, self.layers)
+        convs = {
+            n: m for n, m in targets if isinstance(m, nn.Conv2d) and m.weight.shape[2:] != (1, 1)
+        }
+        sizes = record_input_sizes(backbone, convs, example_inputs) if convs else {}
+        unused = sorted(set(convs) - set(sizes))
+        if unused:
+            warnings.warn(
+                f"{self.name}: skipping convs never called in a forward pass: {', '.join(unused)}",
+                stacklevel=2,
+            )
+            targets = [(n, m) for n, m in targets if n not in unused]
+        if self.include_head:
+            targets.append((HEAD_NAME, unwrap(model).head))
+        estimators = {}
+        for index, (name, module) in enumerate(targets):
+            estimators[_key(name)] = make_estimator(
+                module,
+                sizes.get(name),
+                self.top_frequencies,
+                self.init_power_steps,
+                self.seed + index,
+            )
+        self.estimators = nn.ModuleDict(estimators)
+        self._targets = targets
+        self._attached = True
+        self.last_refresh.fill_(-1)
+        self._last_refresh = -1
+
+    @property
+    def layer_names(self) -> list[str]:
+        """Names of the regularized layers (backbone-relative; the readout is ``"head"``)."""
+        return [name for name, _ in self._targets]
+
+    def _pairs(self) -> list[tuple[str, nn.Module, SpectralEstimator]]:
+        if not self._attached:
+            raise RuntimeError(f"{self.name}: call attach(model, example_inputs) first")
+        return [(n, m, self.estimators[_key(n)]) for n, m in self._targets]
+
+    # -- training ----------------------------------------------------------------------------
+    def refresh(self) -> None:
+        """Power iteration over every frequency of every layer (no autograd)."""
+        for _, module, estimator in self._pairs():
+            estimator.refresh(module.weight, self.power_steps)
+
+    def _refresh_due(self, step: int) -> bool:
+        if self._last_refresh is None:
+            self._last_refresh = int(self.last_refresh)
+        last = self._last_refresh
+        return last < 0 or step < last or step - last >= self.refresh_every
+
+    def penalty(self, ctx: StepContext) -> torch.Tensor:
+        pairs = self._pairs()
+        if not pairs:
+            return torch.zeros(())
+        steps = self.power_steps if self.track_candidates else 0
+        if self._refresh_due(ctx.step):
+            self.refresh()
+            self.last_refresh.fill_(ctx.step)
+            self._last_refresh = ctx.step
+            steps = 0
+        device_type = pairs[0][1].weight.device.type
+        with torch.autocast(device_type=device_type, enabled=False):
+            total = sum(est.value(module.weight, steps) for _, module, est in pairs)
+        return 0.5 * self.strength * total
+
+    # -- logging -----------------------------------------------------------------------------
+    @torch.no_grad()
+    def exact_sigma_max(self) -> dict[str, float]:
+        """Exact σ_max per layer: full SVD over all frequencies for convs."""
+        return {name: float(est.exact(module.weight)) for name, module, est in self._pairs()}
+
+    @torch.no_grad()
+    def diagnostics(self) -> dict[str, float]:
+        sigmas = self.exact_sigma_max()
+        out = {f"sigma_max/{name}": value for name, value in sigmas.items()}
+        out["penalty_value"] = 0.5 * self.strength * sum(s * s for s in sigmas.values())
+        return out
+
+
+class LLSpectral(RepSpectral):
+    """ll-spectral: rep-spectral plus the readout layer's ``σ_max(W_L)²`` (key ``sigma_max/head``)."""
+
+    name = "ll_spectral"
+    include_head = True

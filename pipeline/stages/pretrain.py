@@ -1,0 +1,89 @@
+"""``pretrain``: supervised pretraining of a backbone, one run per pretraining variant."""
+
+from __future__ import annotations
+
+from pipeline import paths
+from pipeline.errors import ConfigError
+from pipeline.models import build_model, save_model
+from pipeline.stages.common import data_signature, normalization, start
+from pipeline.stages.contract import BASE_CODE, MODEL_CODE, Contract
+from pipeline.training.checkpoint import CheckpointStore, fingerprint
+from pipeline.io import write_json
+from pipeline.stages.supervised import open_train_test, train_supervised
+
+CODE = [
+    *BASE_CODE,
+    *MODEL_CODE,
+    "pipeline/stages/pretrain.py",
+    "pipeline/stages/supervised.py",
+    "pipeline/models",
+    "pipeline/regularizers",
+    "pipeline/data",
+]
+
+
+def contract(cfg, variant: str) -> Contract:
+    metrics = paths.stage_metrics("pretrain", variant)
+    return Contract(
+        params=[
+            "pretrain.data",
+            "pretrain.model",
+            "pretrain.train",
+            f"pretrain.variants.{variant}",
+        ],
+        deps=[*CODE, cfg.pretrain.data.root],
+        outs=[str(paths.backbone_model(variant))],
+        persist=[str(paths.checkpoints("pretrain", variant))],
+        metrics=[str(metrics / "summary.json")],
+        plots=[str(metrics / "history.csv")],
+    )
+
+
+def run(cfg, variant: str) -> dict:
+    spec = cfg.pretrain
+    if variant not in spec.variants:
+        raise ConfigError(
+            f"--variant {variant!r} is not in pretrain.variants; allowed: {', '.join(spec.variants)}"
+        )
+    train_raw, test_raw = open_train_test(spec.data, cfg.run)
+    stage = start(cfg, spec.train.seed)
+    channels = train_raw.channels
+    mean, std = normalization(spec.data, channels)
+    model = build_model(
+        spec.model, channels, train_raw.num_classes, spec.data.image_size, mean=mean, std=std
+    )
+    regs = spec.variants[variant]
+    run_fp = fingerprint(
+        "pretrain",
+        spec.data.model_dump(),
+        spec.model.model_dump(),
+        spec.train.model_dump(),
+        [r.model_dump() for r in regs],
+        data_signature(spec.data, cfg.run),
+    )
+    metrics_dir = paths.stage_metrics("pretrain", variant)
+    summary = train_supervised(
+        model=model,
+        train_raw=train_raw,
+        test_raw=test_raw,
+        data_spec=spec.data,
+        train_spec=spec.train,
+        regularizer_configs=regs,
+        run_cfg=cfg.run,
+        stage=stage,
+        checkpoints=CheckpointStore(paths.checkpoints("pretrain", variant), run_fp),
+        metrics_dir=metrics_dir,
+        desc=f"pretrain[{variant}]",
+    )
+    if stage.dist.is_main:
+        meta = {
+            "model": spec.model.model_dump(),
+            "in_chans": channels,
+            "image_size": spec.data.image_size,
+            "classes": list(train_raw.classes),
+            "kind": "pretrain",
+            "variant": variant,
+        }
+        save_model(model, paths.backbone_model(variant), meta)
+        write_json(metrics_dir / "summary.json", {"variant": variant, **summary})
+    return summary

@@ -1,0 +1,150 @@
+"""``ssl``: self-supervised pretraining (SimCLR or Barlow Twins) of a backbone, one run per variant.
+
+The backbone joins the supervised ones under artifacts/backbones/<variant>, so finetune,
+readout and attack treat it the same way. Monitored by kNN accuracy on the SSL data's test
+split; the final summary adds a logistic-regression readout on frozen features.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from pipeline import paths
+from pipeline.errors import ConfigError
+from pipeline.io import write_json
+from pipeline.models import build_model, save_model
+from pipeline.readout import fit_readout, knn_accuracy
+from pipeline.regularizers import build_regularizers
+from pipeline.stages.common import (
+    Pixels,
+    data_signature,
+    example_batch,
+    extract_features,
+    normalization,
+    open_split,
+    pixel_transform,
+    spectral_summary,
+    start,
+)
+from pipeline.stages.contract import BASE_CODE, MODEL_CODE, Contract
+from pipeline.training.checkpoint import CheckpointStore, fingerprint
+from pipeline.training.loop import FitContext, fit
+from pipeline.training.sampling import SeededTransform
+from pipeline.training.ssl import SSLModule, view_transform
+
+CODE = [
+    *BASE_CODE,
+    *MODEL_CODE,
+    "pipeline/stages/ssl.py",
+    "pipeline/readout.py",
+    "pipeline/models",
+    "pipeline/regularizers",
+    "pipeline/data",
+]
+
+
+def contract(cfg, variant: str) -> Contract:
+    metrics = paths.stage_metrics("ssl", variant)
+    spec = cfg.ssl
+    return Contract(
+        params=[
+            "ssl.data",
+            "ssl.model",
+            "ssl.train",
+            "ssl.simclr",
+            "ssl.barlow_twins",
+            "ssl.augment",
+            "ssl.knn_k",
+            f"ssl.variants.{variant}",
+        ],
+        deps=[*CODE, spec.data.root],
+        outs=[str(paths.backbone_model(variant))],
+        persist=[str(paths.checkpoints("ssl", variant))],
+        metrics=[str(metrics / "summary.json")],
+        plots=[str(metrics / "history.csv")],
+    )
+
+
+def run(cfg, variant: str) -> dict:
+    spec = cfg.ssl
+    if spec is None or variant not in spec.variants:
+        allowed = ", ".join(spec.variants) if spec else "(no ssl section)"
+        raise ConfigError(f"--variant {variant!r} is not in ssl.variants; allowed: {allowed}")
+    chosen = spec.variants[variant]
+    train_raw = open_split(spec.data, cfg.run, "train")
+    test_raw = open_split(spec.data, cfg.run, "test")
+    stage = start(cfg, spec.train.seed)
+    channels = train_raw.channels
+    mean, std = normalization(spec.data, channels)
+    model = build_model(
+        spec.model, channels, train_raw.num_classes, spec.data.image_size, mean=mean, std=std
+    )
+    module = SSLModule(model, chosen.method, spec, distributed=stage.dist.enabled)
+    views = view_transform(chosen.method, spec.data.image_size, channels, spec.augment)
+    train_set = SeededTransform(train_raw, views, seed=spec.train.seed)
+    plain = pixel_transform(spec.data, channels, train=False)
+    train_eval, test_eval = Pixels(train_raw, plain), Pixels(test_raw, plain)
+    example = example_batch(test_eval)
+
+    def evaluate(m) -> dict:
+        tx, ty = extract_features(m, train_eval, stage.device)
+        vx, vy = extract_features(m, test_eval, stage.device)
+        return {"knn_acc": knn_accuracy(tx, ty, vx, vy, k=spec.knn_k)}
+
+    run_fp = fingerprint(
+        "ssl",
+        spec.model_dump(exclude={"variants", "run"}),
+        chosen.model_dump(),
+        data_signature(spec.data, cfg.run),
+    )
+    metrics_dir = paths.stage_metrics("ssl", variant)
+    t0 = time.perf_counter()
+    history = fit(
+        module,
+        FitContext(
+            spec=spec.train,
+            train_set=train_set,
+            checkpoints=CheckpointStore(paths.checkpoints("ssl", variant), run_fp),
+            metrics_dir=metrics_dir,
+            device=stage.device,
+            dist=stage.dist,
+            regularizers=build_regularizers(chosen.regularizers),
+            evaluate=evaluate,
+            diagnose=lambda m: spectral_summary(m, example),
+            num_workers=cfg.run.num_workers,
+            progress=cfg.run.progress,
+            desc=f"ssl[{variant}]",
+            example_inputs=example,
+        ),
+    )
+    if not stage.dist.is_main:
+        return {}
+    tx, ty = extract_features(model, train_eval, stage.device)
+    vx, vy = extract_features(model, test_eval, stage.device)
+    clf, converged = fit_readout(tx, ty)
+    summary = {
+        "variant": variant,
+        "method": chosen.method,
+        "regularizers": [r.name for r in chosen.regularizers],
+        "knn_acc": knn_accuracy(tx, ty, vx, vy, k=spec.knn_k),
+        "readout_acc": float(np.mean(clf.predict(vx) == vy)),
+        "readout_converged": converged,
+        "final_loss": history[-1]["task_loss"] if history else None,
+        "epochs": len(history),
+        "train_seconds": round(time.perf_counter() - t0, 2),
+        **spectral_summary(model, example),
+    }
+    meta = {
+        "model": spec.model.model_dump(),
+        "in_chans": channels,
+        "image_size": spec.data.image_size,
+        "classes": list(train_raw.classes),
+        "kind": "ssl",
+        "variant": variant,
+        "method": chosen.method,
+    }
+    save_model(model, paths.backbone_model(variant), meta)
+    write_json(metrics_dir / "summary.json", summary)
+    return summary

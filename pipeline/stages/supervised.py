@@ -1,0 +1,88 @@
+"""Supervised training of a SplitModel on a DataSpec: the part shared by pretrain and finetune."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from pipeline.regularizers import build_regularizers
+from pipeline.stages.common import (
+    Pixels,
+    StageRun,
+    evaluate_accuracy,
+    example_batch,
+    open_split,
+    pixel_transform,
+    spectral_summary,
+)
+from pipeline.training.checkpoint import CheckpointStore
+from pipeline.training.loop import FitContext, SupervisedModule, fit
+from pipeline.training.sampling import SeededTransform
+
+log = logging.getLogger(__name__)
+
+
+def open_train_test(data_spec, run_cfg):
+    """Raw train/test datasets; opened before any work so a missing dataset fails early."""
+    train_raw = open_split(data_spec, run_cfg, "train")
+    test_raw = open_split(data_spec, run_cfg, "test")
+    return train_raw, test_raw
+
+
+def train_supervised(
+    *,
+    model,
+    train_raw,
+    test_raw,
+    data_spec,
+    train_spec,
+    regularizer_configs,
+    run_cfg,
+    stage: StageRun,
+    checkpoints: CheckpointStore,
+    metrics_dir,
+    desc: str,
+) -> dict:
+    """Train (resuming if possible), then return the final summary metrics."""
+    channels = train_raw.channels
+    train_set = SeededTransform(
+        train_raw, pixel_transform(data_spec, channels, train=True), seed=train_spec.seed
+    )
+    test_set = Pixels(test_raw, pixel_transform(data_spec, channels, train=False))
+    regularizers = build_regularizers(regularizer_configs)
+    device = stage.device
+
+    def evaluate(m) -> dict:
+        return evaluate_accuracy(m, test_set, device)
+
+    example = example_batch(test_set)
+    t0 = time.perf_counter()
+    history = fit(
+        SupervisedModule(model),
+        FitContext(
+            spec=train_spec,
+            train_set=train_set,
+            checkpoints=checkpoints,
+            metrics_dir=metrics_dir,
+            device=device,
+            dist=stage.dist,
+            regularizers=regularizers,
+            evaluate=evaluate,
+            diagnose=lambda m: spectral_summary(m, example),
+            num_workers=run_cfg.num_workers,
+            progress=run_cfg.progress,
+            desc=desc,
+            example_inputs=example,
+        ),
+    )
+    final = evaluate(model)
+    summary = {
+        "test_acc": final["test_acc"],
+        "test_loss": final["test_loss"],
+        "train_acc": history[-1].get("train_acc") if history else None,
+        "epochs": len(history),
+        "train_seconds": round(time.perf_counter() - t0, 2),
+        "regularizers": [r.name for r in regularizers],
+        **spectral_summary(model, example),
+    }
+    return summary

@@ -1,0 +1,1 @@
+"""One training loop for supervised pretraining, finetuning and SSL; checkpoints; DDP helpers."""

@@ -1,0 +1,48 @@
+"""Shared fixtures: a tiny experiment (digits at 8 px, a two-stage ResNet) in a temp directory."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+
+torch.set_num_threads(min(2, os.cpu_count() or 1))
+
+
+def tiny_params() -> dict:
+    """The default params.yaml shrunk to seconds: same structure, tiny sizes."""
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    params["run"]["progress"] = False
+    for out in params["prepare"]["outputs"].values():
+        out["options"]["image_size"] = 8
+    pre = params["pretrain"]
+    pre["data"]["image_size"] = 8
+    pre["model"] = {"arch": "small_resnet", "widths": [4, 4, 8, 8], "blocks": [1, 1, 1, 1]}
+    pre["train"].update(epochs=2, batch_size=32, checkpoint_every=5)
+    for regs in pre["variants"].values():
+        for r in regs:
+            r["burn_in"] = 1
+    for target in params["finetune"]["targets"].values():
+        target["data"]["image_size"] = 8
+        target["train"].update(epochs=2, batch_size=32, checkpoint_every=5)
+    params["finetune"]["run"]["backbones"] = ["none", "rep_spectral"]
+    params["attack"].update(n_samples=4, iterations=2, max_probes=200)
+    if "ssl" in params:
+        params["ssl"]["data"]["image_size"] = 8
+        params["ssl"]["model"] = pre["model"]
+        params["ssl"]["train"].update(epochs=1, batch_size=32, checkpoint_every=5)
+        params["ssl"]["run"] = params["ssl"]["run"][:1]
+    return params
+
+
+@pytest.fixture
+def workdir(tmp_path, monkeypatch):
+    """A temp working directory holding a tiny params.yaml; stages write relative to it."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(tiny_params(), sort_keys=False))
+    return tmp_path

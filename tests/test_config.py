@@ -1,0 +1,88 @@
+"""The parameter schema: defaults validate, and every kind of bad value is a one-line error."""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+
+from pipeline.config import apply_overrides, load_config, validate
+from pipeline.errors import ConfigError
+from tests.conftest import REPO, tiny_params
+
+
+def test_default_params_validate():
+    cfg = load_config(REPO / "params.yaml")
+    assert cfg.pretrain.run == list(cfg.pretrain.variants)[: len(cfg.pretrain.run)]
+    assert set(cfg.finetune.run.backbones) <= set(cfg.backbone_names())
+
+
+@pytest.mark.parametrize(
+    ("override", "fragments"),
+    [
+        (["pretrain.train.epochs=0"], ["pretrain.train.epochs", "greater than or equal to 1"]),
+        (["pretrain.train.epochs=many"], ["pretrain.train.epochs", "integer"]),
+        (["pretrain.train.optimizer.lr_head=-1"], ["lr_head", "greater than 0"]),
+        (["pretrain.train.bogus=1"], ["unknown key 'pretrain.train.bogus'", "allowed:", "epochs"]),
+        (["pretrain.model.arch=vgg"], ["pretrain.model.arch", "unknown model arch 'vgg'", "resnet50"]),
+        (["pretrain.data.source=mnist"], ["pretrain.data.source", "'mnist'", "cifar10"]),
+        (["pretrain.train.schedule.kind=linear"], ["schedule.kind", "'cosine'"]),
+        (["pretrain.run=[none, nope]"], ["pretrain.run", "'nope'", "allowed: none"]),
+        (["finetune.run.backbones=[ghost]"], ["finetune.run.backbones", "'ghost'"]),
+        (["finetune.run.targets=[cifar100]"], ["finetune.run.targets", "'cifar100'", "digits_5to9"]),
+        (
+            ["pretrain.variants.rep_spectral=[{name: rep_spectral, strength: -1}]"],
+            ["pretrain.variants.rep_spectral.0.strength", "greater than or equal to 0"],
+        ),
+        (
+            ["pretrain.variants.rep_spectral=[{name: spectral_magic}]"],
+            ["pretrain.variants.rep_spectral.0", "rep_spectral", "bss"],
+        ),
+        (
+            ["pretrain.variants.rep_spectral=[{name: rep_spectral, gamma: 1}]"],
+            ["unknown key", "gamma", "strength"],
+        ),
+    ],
+)
+def test_bad_parameters_name_the_key_and_allowed_values(override, fragments):
+    with pytest.raises(ConfigError) as info:
+        load_config(REPO / "params.yaml", override)
+    message = str(info.value)
+    assert "\n" not in message
+    for fragment in fragments:
+        assert fragment in message, message
+
+
+def test_override_parses_yaml_values_and_creates_sections():
+    data = apply_overrides({"a": {"b": 1}}, ["a.b=2.5", "a.c=[1, 2]", "d.e=null"])
+    assert data == {"a": {"b": 2.5, "c": [1, 2]}, "d": {"e": None}}
+
+
+def test_override_into_a_scalar_is_an_error():
+    with pytest.raises(ConfigError, match="a.b is not a section"):
+        apply_overrides({"a": {"b": 1}}, ["a.b.c=2"])
+
+
+def test_missing_and_malformed_files(tmp_path):
+    with pytest.raises(ConfigError, match="parameter file not found"):
+        load_config(tmp_path / "nope.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("pretrain: [unclosed\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(bad)
+
+
+def test_backbone_names_must_be_unique_across_supervised_and_ssl():
+    params = tiny_params()
+    if "ssl" not in params:
+        pytest.skip("no ssl section in the default params")
+    name = next(iter(params["pretrain"]["variants"]))
+    params["ssl"]["variants"][name] = {"method": "simclr"}
+    with pytest.raises(ConfigError, match="unique"):
+        validate(params)
+
+
+def test_every_config_file_validates():
+    files = sorted((REPO / "configs").glob("*.yaml"))
+    for path in files:
+        data = yaml.safe_load(path.read_text())
+        validate(data, source=str(path))

@@ -1,0 +1,99 @@
+"""``dvc.yaml`` declares exactly what each stage reads and writes (its ``contract``).
+
+DVC itself resolves the matrix stages here, so interpolation mistakes are caught too; a second
+check imports each stage in a fresh interpreter and requires every ``pipeline`` module it
+loads to be covered by a code dependency, so a code change re-runs the stages it can affect.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from pipeline.__main__ import build_parser
+from pipeline.config import load_config
+from pipeline.stages import STAGES
+from tests.conftest import REPO
+
+pytest.importorskip("dvc")
+
+
+def _resolved_stages():
+    from dvc.repo import Repo
+
+    with Repo(str(REPO)) as repo:
+        stages = [s for s in repo.index.stages if getattr(s, "cmd", None)]
+        out = []
+        for s in stages:
+            params, deps = [], []
+            for d in s.deps:
+                if hasattr(d, "params"):
+                    params += list(d.params)
+                else:
+                    deps.append(d.def_path)
+            kinds = {"outs": [], "persist": [], "metrics": [], "plots": []}
+            for o in s.outs:
+                kind = "metrics" if o.metric else "plots" if o.plot else "persist" if o.persist else "outs"
+                kinds[kind].append(o.def_path)
+            out.append((s.name, s.cmd, params, deps, kinds))
+        return out
+
+
+RESOLVED = _resolved_stages()
+
+
+def _stage_and_item(cmd: str):
+    argv = shlex.split(cmd)
+    assert argv[:3] == ["python", "-m", "pipeline"], cmd
+    ns = build_parser().parse_args(argv[3:])
+    item = {k: v for k, v in vars(ns).items() if k not in ("stage", "params", "overrides", "dry_run")}
+    return ns.stage, item
+
+
+def test_every_stage_kind_is_in_the_dag():
+    kinds = {_stage_and_item(cmd)[0] for _, cmd, *_ in RESOLVED}
+    expected = set(STAGES) - ({"ssl"} if load_config(REPO / "params.yaml").ssl is None else set())
+    assert kinds == expected
+
+
+@pytest.mark.parametrize(("name", "cmd", "params", "deps", "outs"), RESOLVED, ids=[r[0] for r in RESOLVED])
+def test_dvc_stage_matches_contract(name, cmd, params, deps, outs):
+    import importlib
+
+    cfg = load_config(REPO / "params.yaml")
+    stage, item = _stage_and_item(cmd)
+    contract = importlib.import_module(f"pipeline.stages.{stage}").contract(cfg, **item)
+    assert sorted(params) == sorted(contract.params), name
+    assert sorted(deps) == sorted(contract.deps), name
+    assert sorted(outs["outs"]) == sorted(contract.outs), name
+    assert sorted(outs["persist"]) == sorted(contract.persist), name
+    assert sorted(outs["metrics"]) == sorted(contract.metrics), name
+    assert sorted(outs["plots"]) == sorted(contract.plots), name
+
+
+def _imported_files(stage: str) -> list[str]:
+    code = (
+        "import sys, json, importlib; importlib.import_module('pipeline.stages.%s');"
+        "print(json.dumps(sorted(m.__file__ for n, m in sys.modules.items()"
+        " if n.split('.')[0] == 'pipeline' and getattr(m, '__file__', None))))" % stage
+    )
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
+    return [str(Path(f).resolve().relative_to(REPO)) for f in json.loads(out.stdout)]
+
+
+@pytest.mark.parametrize("stage", sorted({_stage_and_item(r[1])[0] for r in RESOLVED}))
+def test_code_deps_cover_every_imported_module(stage):
+    deps = next(d for _, cmd, _, d, _ in RESOLVED if _stage_and_item(cmd)[0] == stage)
+    uncovered = [
+        f
+        for f in _imported_files(stage)
+        if f != "pipeline/__init__.py"
+        and not any(f == d or f.startswith(d.rstrip("/") + "/") for d in deps)
+        and not f.startswith("pipeline/stages/__init__")
+    ]
+    assert not uncovered, f"{stage} imports code its dvc.yaml deps do not cover: {uncovered}"

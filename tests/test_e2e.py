@@ -1,0 +1,65 @@
+"""The whole transfer DAG through the CLI on tiny data: every stage, every output, sane numbers."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from pipeline.__main__ import main
+
+pytestmark = pytest.mark.slow
+
+
+def _json(path: str) -> dict:
+    return json.loads(Path(path).read_text())
+
+
+def test_cli_runs_every_stage_on_tiny_data(workdir):
+    assert main(["prepare", "--dataset", "digits_0to4"]) == 0
+    assert main(["prepare", "--dataset", "digits_5to9"]) == 0
+    for variant in ("none", "rep_spectral"):
+        assert main(["pretrain", "--variant", variant]) == 0
+    assert main(["ssl", "--variant", "simclr"]) == 0
+    for backbone in ("none", "rep_spectral", "simclr"):
+        assert main(["finetune", "--target", "digits_5to9", "--backbone", backbone,
+                     "--regularizer", "none", "--seed", "0"]) == 0
+        assert main(["readout", "--target", "digits_5to9", "--backbone", backbone]) == 0
+        assert main(["attack", "--kind", "finetune", "--target", "digits_5to9", "--backbone", backbone,
+                     "--regularizer", "none", "--seed", "0"]) == 0
+        assert main(["attack", "--kind", "readout", "--target", "digits_5to9", "--backbone", backbone]) == 0
+    assert main(["report"]) == 0
+
+    pre = _json("metrics/pretrain/rep_spectral/summary.json")
+    assert 0.0 <= pre["test_acc"] <= 1.0 and pre["epochs"] == 2
+    assert pre["sum_sigma_max_sq"] > 0 and pre["layers"] > 0
+    history = _json("metrics/pretrain/rep_spectral/history.json")
+    assert [r["epoch"] for r in history] == [1, 2]
+    assert history[0]["penalty"] == 0.0 and history[1]["penalty"] > 0.0  # burn-in of one epoch
+    ssl = _json("metrics/ssl/simclr/summary.json")
+    assert 0.0 <= ssl["knn_acc"] <= 1.0 and ssl["method"] == "simclr"
+    ro = _json("metrics/readout/digits_5to9/none/summary.json")
+    assert ro["test_acc"] > 0.3  # 5 classes: chance is 0.2; logistic regression on features
+    att = _json("metrics/attack/finetune/digits_5to9/none/none/seed0/summary.json")
+    assert att["n"] >= 1 and att["success_rate"] == 1.0 and att["mean_distance"] > 0
+    rows = Path("metrics/attack/readout/digits_5to9/simclr/samples.csv").read_text().splitlines()
+    assert rows[0] == "index,label,distance,queries,success" and len(rows) == att["n"] + 1
+    report = Path("reports/transfer.md").read_text()
+    assert "| digits_5to9 | rep_spectral | none |" in report
+    assert Path("reports/figures/finetune_digits_5to9.png").stat().st_size > 1000
+    for name in ("none", "rep_spectral", "simclr"):
+        assert Path(f"artifacts/backbones/{name}/model.pt").is_file()
+
+
+def test_cli_subprocess_exit_codes(workdir):
+    ok = subprocess.run([sys.executable, "-m", "pipeline", "prepare", "--dataset", "digits_5to9"],
+                        capture_output=True, text=True)
+    assert ok.returncode == 0, ok.stderr
+    bad = subprocess.run([sys.executable, "-m", "pipeline", "pretrain", "--variant", "none",
+                          "--set", "pretrain.train.epochs=-3"], capture_output=True, text=True)
+    assert bad.returncode == 2
+    assert bad.stderr.strip().splitlines()[-1].startswith("error: ")
+    assert "pretrain.train.epochs" in bad.stderr and "Traceback" not in bad.stderr
