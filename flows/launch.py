@@ -10,17 +10,15 @@ rendezvous) and optionally ``PIPELINE_RDZV_BACKEND`` (default ``c10d``), ``PIPEL
 from __future__ import annotations
 
 import collections
+import contextlib
 import os
 import re
 import signal
 import subprocess
 import sys
 import threading
-from pathlib import Path
 
-import pipeline
-
-REPO_ROOT = Path(pipeline.__file__).resolve().parents[1]
+from flows.state import REPO_ROOT
 
 
 class StageFailed(RuntimeError):
@@ -121,10 +119,8 @@ def _kill(proc: subprocess.Popen) -> None:
         os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(timeout=30)
     except (ProcessLookupError, subprocess.TimeoutExpired):
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
 
 
 class DevicePool:

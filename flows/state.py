@@ -15,11 +15,13 @@ import hashlib
 import json
 import os
 import threading
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
+import pipeline
 from pipeline.io import atomic_write_text
 
+REPO_ROOT = Path(pipeline.__file__).resolve().parents[1]
 STAMPS = Path("artifacts/flow-stamps")
 _SKIP_DIRS = {"__pycache__", ".git", ".ipynb_checkpoints"}
 
@@ -76,7 +78,9 @@ class HashCache:
                 if not _skipped(name):
                     p = Path(root) / name
                     st = p.stat()
-                    files.append((p.relative_to(path).as_posix(), st.st_size, st.st_mtime_ns, st.st_ino))
+                    files.append(
+                        (p.relative_to(path).as_posix(), st.st_size, st.st_mtime_ns, st.st_ino)
+                    )
         files.sort()
         signature = hashlib.sha256(json.dumps(files).encode()).hexdigest()
         key = f"dir:{path.resolve()}"
@@ -125,12 +129,17 @@ def products(contract) -> list[str]:
     return [*contract.outs, *contract.metrics, *contract.plots]
 
 
+def locate(dep: str) -> Path:
+    """Code dependencies are the imported package's files, wherever the flow runs from."""
+    return REPO_ROOT / dep if PurePosixPath(dep).parts[0] == "pipeline" else Path(dep)
+
+
 def stage_key(cfg, contract, cache: HashCache) -> tuple[str, dict]:
     """``(key, detail)``: the hash over declared parameter values and dependency contents."""
     dump = cfg.model_dump(mode="json")
     detail = {
         "params": {p: resolve_param(dump, p) for p in contract.params},
-        "deps": {d: cache.digest(d) for d in contract.deps},
+        "deps": {d: cache.digest(locate(d)) for d in contract.deps},
         "outs": sorted(products(contract)),
     }
     blob = json.dumps(detail, sort_keys=True, default=str).encode()

@@ -50,9 +50,16 @@ def _cache() -> HashCache:
         return _CACHES[cwd]
 
 
+_FORWARDING = {"count": 0, "lock": threading.Lock()}
+
+
 @contextmanager
 def forward_logs(log, name: str = "pipeline"):
-    """Send this thread's ``pipeline.*`` log records to the task's Prefect logger."""
+    """Send this thread's ``pipeline.*`` log records to the task's Prefect logger.
+
+    While any task forwards, the records do not also propagate to the console handler, which
+    would print each line twice.
+    """
     me = threading.get_ident()
 
     class Forward(logging.Handler):
@@ -61,15 +68,22 @@ def forward_logs(log, name: str = "pipeline"):
                 log.log(record.levelno, "%s: %s", record.name, record.getMessage())
 
     logger = logging.getLogger(name)
-    handler, level = Forward(), logger.level
-    logger.addHandler(handler)
-    if logger.getEffectiveLevel() > logging.INFO:
-        logger.setLevel(logging.INFO)
+    handler = Forward()
+    with _FORWARDING["lock"]:
+        if _FORWARDING["count"] == 0:
+            _FORWARDING["saved"] = (logger.level, logger.propagate)
+            logger.setLevel(min(logger.getEffectiveLevel(), logging.INFO))
+            logger.propagate = False
+        _FORWARDING["count"] += 1
+        logger.addHandler(handler)
     try:
         yield
     finally:
-        logger.removeHandler(handler)
-        logger.setLevel(level)
+        with _FORWARDING["lock"]:
+            logger.removeHandler(handler)
+            _FORWARDING["count"] -= 1
+            if _FORWARDING["count"] == 0:
+                logger.level, logger.propagate = _FORWARDING["saved"]
 
 
 def execute_stage(
@@ -196,7 +210,10 @@ def transfer(
     max_parallel = max_parallel or (gpus or 2)
     log.info(
         "%d stage instances from %s; %d GPU(s), up to %d at once",
-        len(chosen), params, gpus, max_parallel,
+        len(chosen),
+        params,
+        gpus,
+        max_parallel,
     )
     ids = {i.id for i in chosen}
     pending = {i.id: i for i in chosen}
@@ -222,8 +239,10 @@ def transfer(
             devices = pool.acquire(need)
             if devices is None:
                 continue
-            inline = not isolate and inst.stage not in TRAINING_STAGES and (
-                inst.stage in CPU_STAGES or not gpus
+            inline = (
+                not isolate
+                and inst.stage not in TRAINING_STAGES
+                and (inst.stage in CPU_STAGES or not gpus)
             )
             future = run_stage.with_options(
                 task_run_name=inst.id, retries=retries, retry_delay_seconds=retry_delay_seconds
@@ -279,10 +298,14 @@ def dry_run(params: str, overrides: list[str], only: list[str] | None = None) ->
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m flows.transfer", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m flows.transfer", description=__doc__.split("\n")[0]
+    )
     parser.add_argument("--params", default="params.yaml")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
-    parser.add_argument("--only", action="append", metavar="PATTERN", help="ids/stages to run (glob)")
+    parser.add_argument(
+        "--only", action="append", metavar="PATTERN", help="ids/stages to run (glob)"
+    )
     parser.add_argument("--max-parallel", type=int, default=None)
     parser.add_argument("--gpus", type=int, default=None, help="GPUs to use (default: all visible)")
     parser.add_argument("--isolate", action="store_true", help="every stage in its own process")

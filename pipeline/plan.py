@@ -15,6 +15,7 @@ import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path, PurePosixPath
 
+from pipeline import paths
 from pipeline.stages.contract import Contract
 
 # Stages that run the training loop, and so may run on several GPUs under torchrun.
@@ -152,19 +153,18 @@ def _topological(instances: list[StageInstance]) -> list[StageInstance]:
 
 
 def missing_inputs(instances: list[StageInstance]) -> dict[str, list[str]]:
-    """Data dependencies that no stage produces and that are not on disk: ``path -> [ids]``."""
-    produced = {str(PurePosixPath(p)) for i in instances for p in i.products}
+    """Raw-data dependencies not on disk: ``path -> [ids]``.
+
+    Code and generated paths (artifacts/, metrics/, reports/) are not inputs the user supplies.
+    """
+    generated = {str(p) for p in (paths.ARTIFACTS, paths.METRICS, paths.REPORTS)}
     missing: dict[str, list[str]] = {}
     for inst in instances:
         for dep in inst.contract.deps:
-            if dep.startswith("pipeline/"):  # code
+            top = PurePosixPath(dep).parts[0]
+            if top == "pipeline" or top in generated or Path(dep).exists():
                 continue
-            if any(a in produced for a in _ancestors(dep)) or any(
-                p.startswith(dep.rstrip("/") + "/") for p in produced
-            ):
-                continue
-            if not Path(dep).exists():
-                missing.setdefault(dep, []).append(inst.id)
+            missing.setdefault(dep, []).append(inst.id)
     return missing
 
 
@@ -182,9 +182,7 @@ def format_plan(instances: list[StageInstance], source: str) -> str:
         f"{multi} on more than one GPU (launched under torchrun)",
         f"{'stage':<{widths[0]}}  {'gpus':>{widths[1]}}  {'datasets':<{widths[2]}}  upstream",
     ]
-    lines += [
-        f"{a:<{widths[0]}}  {b:>{widths[1]}}  {c:<{widths[2]}}  {d}" for a, b, c, d in rows
-    ]
+    lines += [f"{a:<{widths[0]}}  {b:>{widths[1]}}  {c:<{widths[2]}}  {d}" for a, b, c, d in rows]
     for dep, ids in missing_inputs(instances).items():
         more = ", ..." if len(ids) > 3 else ""
         lines.append(f"# missing input: {dep} (read by {', '.join(ids[:3])}{more})")
@@ -201,7 +199,9 @@ def plan_main(argv: list[str]) -> int:
     )
     parser.add_argument("--params", default="params.yaml")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
-    parser.add_argument("--dry-run", action="store_true", help="accepted for symmetry; plan never runs")
+    parser.add_argument(
+        "--dry-run", action="store_true", help="accepted for symmetry; plan never runs"
+    )
     parser.add_argument("--json", action="store_true", help="machine-readable output")
     ns = parser.parse_args(argv)
     cfg = load_config(ns.params, ns.overrides)

@@ -94,7 +94,9 @@ def worker(out: Path, crash: bool) -> None:
             example_inputs=data.x[:4],
         ),
     )
-    torch.save({"model": model.state_dict(), "reg": regs[0].state_dict()}, out / f"rank{info.rank}.pt")
+    torch.save(
+        {"model": model.state_dict(), "reg": regs[0].state_dict()}, out / f"rank{info.rank}.pt"
+    )
     if info.is_main:
         (out / "history.json").write_text(json.dumps(history))
 

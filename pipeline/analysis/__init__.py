@@ -6,9 +6,16 @@
 * :mod:`.weights` — effective rank and effective sparsity of weight matrices (nuclear-norm paper).
 * :mod:`.volume` — volume element of a feature map on a 2-D grid and decision maps
   (rep-spectral Fig. 3).
+* :mod:`.report` — stage-facing glue: all of the above for one model, as JSON-ready values.
 """
 
 from pipeline.analysis.noise import DEFAULT_PS, PIXEL_NOISE_SIGMA, noise_accuracy, pixel_noise
+from pipeline.analysis.report import (
+    extract_features,
+    noise_diagnostics,
+    representation_diagnostics,
+    weight_rows,
+)
 from pipeline.analysis.representations import (
     DEFAULT_KS,
     compression_accuracy,
@@ -34,10 +41,14 @@ __all__ = [
     "effective_dimension",
     "effective_rank",
     "effective_sparsity",
+    "extract_features",
     "grid",
     "noise_accuracy",
+    "noise_diagnostics",
     "pixel_noise",
+    "representation_diagnostics",
     "variance_ratio_curve",
     "volume_element",
     "weight_report",
+    "weight_rows",
 ]

@@ -347,6 +347,9 @@ class _Attack:
             s = slice(s0, min(a, s0 + group))
             g = s.stop - s.start
             center = xb[s].unsqueeze(1)
+            # A step of length δ moves no coordinate by more than δ: clip only if one can leave.
+            reach = float(delta[s].max())
+            clips = float(center.amin()) - lo < reach or hi - float(center.amax()) < reach
             for j in range(0, n_max, width):
                 m = min(width, n_max - j)
                 mask = (j + torch.arange(m, device=dev)).unsqueeze(0) < n_probes[s].unsqueeze(1)
@@ -354,8 +357,9 @@ class _Attack:
                 norms = torch.linalg.vector_norm(u, dim=2, keepdim=True).clamp_min_(1e-12)
                 u.mul_(delta[s].view(g, 1, 1) / norms)
                 probes = torch.add(center, u, out=self.buffers.get("probes", g, m, d))
-                probes.clamp_(lo, hi)
-                torch.sub(probes, center, out=u)  # the step actually probed after clipping
+                if clips:
+                    probes.clamp_(lo, hi)
+                    torch.sub(probes, center, out=u)  # the step actually probed after clipping
                 rows = mask.reshape(-1).nonzero().squeeze(1)
                 owners = run[s].repeat_interleave(m)[rows]
                 phi = torch.zeros(g * m, device=dev)

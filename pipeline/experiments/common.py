@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 from torch import nn
 
@@ -18,7 +17,9 @@ from pipeline.models import SplitModel, build_model
 from pipeline.regularizers import Regularizer, build_regularizers
 
 
-def mlp(in_chans: int, image_size: int, hidden: list[int], activation: str, classes: int, seed: int):
+def mlp(
+    in_chans: int, image_size: int, hidden: list[int], activation: str, classes: int, seed: int
+):
     """A fresh MLP SplitModel whose init depends only on ``seed``."""
     torch.manual_seed(seed)
     spec = ModelSpec(arch="mlp", hidden=list(hidden), activation=activation)
@@ -102,15 +103,3 @@ def run_attack(
         "mean_queries": float(result.queries.double().mean()),
         "total_queries": int(oracle.total_queries),
     }
-
-
-def mean_std(values: Iterable[float]) -> tuple[float, float]:
-    """Mean and sample standard deviation (ddof = 1; 0 for a single value), NaNs dropped."""
-    a = np.asarray([v for v in values if v is not None and math.isfinite(v)], dtype=float)
-    if a.size == 0:
-        return math.nan, math.nan
-    return float(a.mean()), float(a.std(ddof=1)) if a.size > 1 else 0.0
-
-
-def set_threads(threads: int) -> None:
-    torch.set_num_threads(threads)

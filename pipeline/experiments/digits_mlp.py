@@ -15,7 +15,6 @@ from __future__ import annotations
 import copy
 import logging
 import math
-import time
 from pathlib import Path
 
 import numpy as np
@@ -24,9 +23,10 @@ from tqdm.auto import tqdm
 
 from pipeline.data import load_tensors, open_source, to_pixel_tensor
 from pipeline.experiments import plots
-from pipeline.experiments.common import branch_epoch, mean_std, mlp, run_attack
+from pipeline.experiments.common import branch_epoch, mlp, run_attack
 from pipeline.experiments.config import DigitsSettings, ExperimentsConfig
 from pipeline.experiments.trainer import TrainSettings, accuracy, train_in_memory, weight_layers
+from pipeline.experiments.util import cpu_seconds, mean_std
 from pipeline.io import write_csv, write_json
 from pipeline.readout import fit_readout, install_readout
 from pipeline.regularizers import build_regularizers
@@ -174,7 +174,9 @@ def write_outputs(s: DigitsSettings, rows: list[dict], extra: dict) -> None:
             **extra,
         },
     )
-    write_csv(out / "runs.csv", [{k: v for k, v in r.items() if not isinstance(v, list)} for r in rows])
+    write_csv(
+        out / "runs.csv", [{k: v for k, v in r.items() if not isinstance(v, list)} for r in rows]
+    )
     write_csv(out / "groups.csv", groups)
 
     def by_variant(key: str) -> dict[str, list[float]]:
@@ -201,7 +203,6 @@ def write_outputs(s: DigitsSettings, rows: list[dict], extra: dict) -> None:
 def run(cfg: ExperimentsConfig) -> dict:
     """All seeds × variants; writes ``metrics.json``, CSVs and Figs. 5-6 under ``digits_mlp.out``."""
     s = cfg.digits_mlp
-    t0 = time.process_time()
     data = load_digits_tensors(s)
     order = attack_order(data["x_test"].shape[0], s.attack.seed)
     rows = []
@@ -211,7 +212,7 @@ def run(cfg: ExperimentsConfig) -> dict:
     extra = {
         "train_size": int(data["x_train"].shape[0]),
         "test_size": int(data["x_test"].shape[0]),
-        "seconds": round(time.process_time() - t0, 1),
+        "cpu_seconds": cpu_seconds(),
     }
     write_outputs(s, rows, extra)
     log.info("digits_mlp: wrote %s", s.out)

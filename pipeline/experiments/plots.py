@@ -13,7 +13,12 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.colors import LogNorm  # noqa: E402
 
-COLORS = {"none": "tab:gray", "ll_spectral": "tab:orange", "rep_spectral": "tab:blue", "lr": "tab:green"}
+COLORS = {
+    "none": "tab:gray",
+    "ll_spectral": "tab:orange",
+    "rep_spectral": "tab:blue",
+    "lr": "tab:green",
+}
 
 
 def color(name: str) -> str:

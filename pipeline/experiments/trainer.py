@@ -180,7 +180,11 @@ def train_in_memory(
             for r in active:
                 r.after_step(ctx)
         if (epoch + 1) % settings.log_every == 0 or epoch + 1 == settings.epochs:
-            row = {"epoch": epoch + 1, "loss": float(task), "penalty": float(penalty)}
+            row = {
+                "epoch": epoch + 1,
+                "loss": float(task.detach()),
+                "penalty": float(penalty.detach()),
+            }
             if settings.log_sigma:
                 row.update({f"sigma/{k}": v for k, v in sigma_max_per_layer(model).items()})
             result.history.append(row)
@@ -266,16 +270,20 @@ def train_stacked(
     results = [TrainResult() for _ in models]
     for epoch in range(first, settings.epochs):
         logits = _stacked_logits(template, params, x)
-        losses = F.cross_entropy(
-            logits.reshape(count * samples, -1), targets, reduction="none"
-        ).view(count, samples).mean(1)
+        losses = (
+            F.cross_entropy(logits.reshape(count * samples, -1), targets, reduction="none")
+            .view(count, samples)
+            .mean(1)
+        )
         optimizer.zero_grad(set_to_none=True)
         losses.sum().backward()
         optimizer.step()
         if (epoch + 1) % settings.log_every == 0 or epoch + 1 == settings.epochs:
             losses = losses.detach()
             if not bool(torch.isfinite(losses).all()):
-                raise TrainingError(f"non-finite loss at epoch {epoch + 1}; lower the learning rate")
+                raise TrainingError(
+                    f"non-finite loss at epoch {epoch + 1}; lower the learning rate"
+                )
             sigmas = {}
             if settings.log_sigma:
                 with torch.no_grad():

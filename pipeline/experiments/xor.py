@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import logging
 import math
-import time
 from pathlib import Path
 
 import numpy as np
@@ -27,7 +26,7 @@ from tqdm.auto import tqdm
 
 from pipeline.analysis import decision_map, grid, volume_element
 from pipeline.experiments import plots
-from pipeline.experiments.common import branch_epoch, mean_std, mlp, run_attack
+from pipeline.experiments.common import branch_epoch, mlp, run_attack
 from pipeline.experiments.config import ExperimentsConfig, XorSettings
 from pipeline.experiments.trainer import (
     TrainSettings,
@@ -36,6 +35,7 @@ from pipeline.experiments.trainer import (
     train_stacked,
     weight_layers,
 )
+from pipeline.experiments.util import cpu_seconds, mean_std
 from pipeline.io import write_csv, write_json
 from pipeline.regularizers import build_regularizers
 
@@ -49,7 +49,9 @@ def xor_data() -> tuple[torch.Tensor, torch.Tensor]:
     return x, y
 
 
-def grid_margin(decisions: np.ndarray, xs: np.ndarray, ys: np.ndarray, points, labels) -> list[float]:
+def grid_margin(
+    decisions: np.ndarray, xs: np.ndarray, ys: np.ndarray, points, labels
+) -> list[float]:
     """Per point: distance to the nearest grid point labelled differently (inf if none).
 
     In 2-D a dense grid gives the true minimal adversarial distance inside the window up to the
@@ -203,7 +205,7 @@ def _sigma_panels(s: XorSettings, histories: dict, layers: list[str]) -> dict:
     return panels
 
 
-def write_outputs(s: XorSettings, trained: dict, rows: list[dict], maps: dict, seconds: float):
+def write_outputs(s: XorSettings, trained: dict, rows: list[dict], maps: dict):
     out = Path(s.out)
     x, y = trained["x"].numpy(), trained["y"].numpy()
     variants = list(s.variants)
@@ -220,10 +222,12 @@ def write_outputs(s: XorSettings, trained: dict, rows: list[dict], maps: dict, s
             "feature_layers": [la for la in layers if la != "head"],
             "runs": rows,
             "groups": groups,
-            "seconds": round(seconds, 1),
+            "cpu_seconds": cpu_seconds(),
         },
     )
-    write_csv(out / "runs.csv", [{k: v for k, v in r.items() if not isinstance(v, list)} for r in rows])
+    write_csv(
+        out / "runs.csv", [{k: v for k, v in r.items() if not isinstance(v, list)} for r in rows]
+    )
     write_csv(out / "groups.csv", groups)
     sigma_rows = [
         {"weight_decay": wd, "variant": v, "seed": seed, "epoch": h["epoch"], **{
@@ -234,9 +238,7 @@ def write_outputs(s: XorSettings, trained: dict, rows: list[dict], maps: dict, s
     write_csv(out / "sigma_history.csv", sigma_rows)
 
     wd_names = [f"wd={wd:g}" for wd in s.weight_decays]
-    values = {
-        (f"wd={r['weight_decay']:g}", r["variant"]): [] for r in rows
-    }
+    values = {(f"wd={r['weight_decay']:g}", r["variant"]): [] for r in rows}
     for r in rows:
         values[(f"wd={r['weight_decay']:g}", r["variant"])].append(r["mean_distance"])
     plots.bars_with_seeds(
@@ -261,10 +263,9 @@ def write_outputs(s: XorSettings, trained: dict, rows: list[dict], maps: dict, s
 def run(cfg: ExperimentsConfig) -> dict:
     """Train, evaluate and write ``metrics.json``, CSVs and Figs. 2-4 under ``xor.out``."""
     s = cfg.xor
-    t0 = time.process_time()
     trained = train_all(s, cfg.run.progress)
     rows, maps = evaluate(s, trained, cfg.run.progress)
-    write_outputs(s, trained, rows, maps, time.process_time() - t0)
+    write_outputs(s, trained, rows, maps)
     log.info("xor: wrote %s", s.out)
     return {"runs": len(rows)}
 

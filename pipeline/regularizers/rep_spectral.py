@@ -26,7 +26,7 @@ from pipeline.regularizers.layers import (
     select_weight_layers,
     unwrap,
 )
-from pipeline.regularizers.spectral import SpectralEstimator, make_estimator
+from pipeline.regularizers.spectral import SpectralEstimator, make_estimator, single_threaded
 
 HEAD_NAME = "head"
 
@@ -130,8 +130,12 @@ class RepSpectral(Regularizer):
     # -- training ----------------------------------------------------------------------------
     def refresh(self) -> None:
         """Power iteration over every frequency of every layer (no autograd)."""
-        for _, module, estimator in self._pairs():
-            estimator.refresh(module.weight, self.power_steps)
+        pairs = self._pairs()
+        if not pairs:
+            return
+        with single_threaded(pairs[0][1].weight.device):
+            for _, module, estimator in pairs:
+                estimator.refresh(module.weight, self.power_steps)
 
     def _refresh_due(self, step: int) -> bool:
         if self._last_refresh is None:
@@ -149,8 +153,8 @@ class RepSpectral(Regularizer):
             self.last_refresh.fill_(ctx.step)
             self._last_refresh = ctx.step
             steps = 0
-        device_type = pairs[0][1].weight.device.type
-        with torch.autocast(device_type=device_type, enabled=False):
+        device = pairs[0][1].weight.device
+        with torch.autocast(device_type=device.type, enabled=False), single_threaded(device):
             total = sum(est.value(module.weight, steps) for _, module, est in pairs)
         return 0.5 * self.strength * total
 

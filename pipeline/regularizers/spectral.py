@@ -36,6 +36,8 @@ v·⌊b/s_w⌋/W))``, i.e. one thin matrix product with the kernel in its own me
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -44,6 +46,49 @@ from torch import nn
 
 # Complex entries per frequency chunk in a refresh or exact SVD: bounds transient memory.
 _CHUNK_ELEMENTS = 1 << 22
+
+
+@contextmanager
+def single_threaded(device: torch.device) -> Iterator[None]:
+    """Run CPU work on one intra-op thread; no effect on other devices.
+
+    The estimators' products are thin and memory-bound: a second thread gains little, while an
+    OpenMP team on a shared machine can stall at every barrier when another process holds a
+    core (measured here: 17-40 ms instead of 1.2 ms for one 512×4608 product). Switching the
+    thread count is free.
+    """
+    threads = torch.get_num_threads()
+    if device.type != "cpu" or threads == 1:
+        yield
+        return
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
+class _KernelProduct(torch.autograd.Function):
+    """``x @ kernelᵀ`` whose backward (the kernel's gradient) is single-threaded on CPU as well."""
+
+    @staticmethod
+    def forward(ctx, kernel: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(kernel, x)
+        with single_threaded(kernel.device):
+            return x @ kernel.T
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        kernel, x = ctx.saved_tensors
+        with single_threaded(grad.device):
+            grad_kernel = grad.T @ x if ctx.needs_input_grad[0] else None
+            grad_x = grad @ kernel if ctx.needs_input_grad[1] else None
+        return grad_kernel, grad_x
+
+
+def kernel_product(kernel: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """``x @ kernelᵀ`` for a 2-D ``kernel`` ``(rows, n)`` and ``x`` ``(k, n)``: ``(k, rows)``."""
+    return _KernelProduct.apply(kernel, x)
 
 
 def _pair(value: int | tuple[int, ...]) -> tuple[int, int]:
@@ -275,7 +320,7 @@ def _random_unit(shape: tuple[int, ...], complex_: bool, dtype, device, seed: in
 
 
 def _forget_ready(module: nn.Module, _incompatible_keys) -> None:
-    module._ready = False
+    module._invalidate()
 
 
 class SpectralEstimator(nn.Module):
@@ -291,8 +336,12 @@ class SpectralEstimator(nn.Module):
 
     def __init__(self):
         super().__init__()
-        self._ready = False
+        self._invalidate()
         self.register_load_state_dict_post_hook(_forget_ready)
+
+    def _invalidate(self) -> None:
+        """Drop Python-side caches of buffer contents (after loading a state dict)."""
+        self._ready = False
 
     def is_ready(self) -> bool:
         """Whether a refresh has happened (in this process or before the checkpoint)."""
@@ -348,7 +397,10 @@ class MatrixSpectralEstimator(SpectralEstimator):
             self.refresh(weight, steps)
         matrices = self._matrices(weight)
         v = self.v.to(matrices.dtype, copy=True)  # the buffer is updated below; autograd keeps v
-        y = _matvec(matrices, v)
+        if self.groups == 1:  # reshape (a view), not matrices[0]: cheaper to backpropagate
+            y = kernel_product(weight.to(matrices.dtype).reshape(weight.shape[0], -1), v)
+        else:
+            y = _matvec(matrices, v)
         value = _squared_norm(y).amax()
         if steps:
             with torch.no_grad():
@@ -429,10 +481,21 @@ class ConvSpectralEstimator(SpectralEstimator):
         sigma = torch.cat(sigmas, dim=1).masked_fill(~self.canonical, -1.0)
         top = torch.topk(sigma.reshape(-1), self.candidates.shape[0]).indices
         self.candidates.copy_(torch.stack([top // n_freqs, top % n_freqs], dim=1))
+        self._phase_cache = None
         self._mark_ready()
 
+    def _invalidate(self) -> None:
+        super()._invalidate()
+        self._phase_cache: torch.Tensor | None = None
+
     def _phases(self, dtype: torch.dtype, A: int, B: int) -> torch.Tensor:
-        """``φ_t[p, q] = exp(-2πi(u_t·p/H + v_t·q/W))`` at the candidate frequencies: ``(T, A, B)``."""
+        """``φ_t[p, q] = exp(-2πi(u_t·p/H + v_t·q/W))`` at the candidates, ``(T, 1, A, 1, B, 1)``.
+
+        Cached until the candidates change (refresh or state load).
+        """
+        cached = self._phase_cache
+        if cached is not None and cached.dtype == dtype and cached.device == self.v.device:
+            return cached
         H, W = self.geom.freq_hw
         Wh = W // 2 + 1
         f = self.candidates[:, 1]
@@ -440,7 +503,8 @@ class ConvSpectralEstimator(SpectralEstimator):
         p = torch.arange(A, device=f.device, dtype=dtype)
         q = torch.arange(B, device=f.device, dtype=dtype)
         angle = (-2 * math.pi) * (u[:, None, None] * p[:, None] / H + v[:, None, None] * q / W)
-        return torch.polar(torch.ones_like(angle), angle)
+        self._phase_cache = torch.polar(torch.ones_like(angle), angle).reshape(-1, 1, A, 1, B, 1)
+        return self._phase_cache
 
     def _multiply(self, taps: torch.Tensor, x: torch.Tensor, adjoint: bool = False) -> torch.Tensor:
         """Per candidate ``K x_t`` (or ``Kᵀ x_t``) for real taps ``(G, rows, n)``, complex ``x``.
@@ -451,9 +515,9 @@ class ConvSpectralEstimator(SpectralEstimator):
         """
         T = x.shape[0]
         if taps.shape[0] == 1:
-            kernel = taps.reshape(taps.shape[1], taps.shape[2])  # a view; cheap to backprop
+            kernel = taps.reshape(taps.shape[1], taps.shape[2])  # a view of the weight
             stacked = torch.cat([x.real, x.imag], dim=0)  # (2T, ·)
-            y = stacked @ kernel if adjoint else stacked @ kernel.T
+            y = stacked @ kernel if adjoint else kernel_product(kernel, stacked)
             return torch.complex(y[:T], y[T:])
         block = taps[self.candidates[:, 0]]
         if adjoint:
@@ -476,7 +540,7 @@ class ConvSpectralEstimator(SpectralEstimator):
         poly = polyphase_kernel(weight.to(rdtype), self.geom)
         G, r, c, A, sh, B, sw = poly.shape
         taps = poly.reshape(G, r, -1)  # a view of the weight for plain stride-1 convs
-        phase = self._phases(rdtype, A, B).reshape(-1, 1, A, 1, B, 1)
+        phase = self._phases(rdtype, A, B)
         g, f = self.candidates[:, 0], self.candidates[:, 1]
         v = self._vectors(rdtype, g, f).reshape(-1, c, 1, sh, 1, sw)
         y = self._multiply(taps, (v * phase).flatten(1))  # (T, r) = K̂(f_t) v_t

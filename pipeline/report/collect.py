@@ -11,7 +11,7 @@ def _summaries(root: Path) -> list[dict]:
 
 
 def collect_results(metrics: str | Path = "metrics") -> dict[str, list[dict]]:
-    """``pretrain``, ``finetune`` and ``readout`` rows, each joined with its attack summary."""
+    """``pretrain``, ``ssl``, ``finetune`` and ``readout`` rows; the last two joined with their attacks."""
     metrics = Path(metrics)
     attacks = {
         (a["kind"], a["target"], a["backbone"], a.get("regularizer"), a.get("seed")): a
@@ -28,5 +28,9 @@ def collect_results(metrics: str | Path = "metrics") -> dict[str, list[dict]]:
         for r in _summaries(metrics / "finetune")
     ]
     readout = [join(r, ("readout", r["target"], r["backbone"], None, None)) for r in _summaries(metrics / "readout")]
-    pretrain = _summaries(metrics / "pretrain") + _summaries(metrics / "ssl")
-    return {"pretrain": pretrain, "finetune": finetune, "readout": readout}
+    return {
+        "pretrain": _summaries(metrics / "pretrain"),
+        "ssl": _summaries(metrics / "ssl"),
+        "finetune": finetune,
+        "readout": readout,
+    }

@@ -47,6 +47,21 @@ def run(cfg) -> dict:
     if sig:
         lines += ["", "![Σ σ_max² over training](figures/pretrain_sigma.png)"]
 
+    if results["ssl"]:
+        lines += ["", "## Self-supervised pretraining (on the pretraining data)", ""]
+        lines.append(
+            markdown_table(
+                results["ssl"],
+                [("variant", "variant"), ("method", "method"), ("kNN acc", "knn_acc"),
+                 ("readout acc", "readout_acc"), ("Σ σ_max² (features)", "sum_sigma_max_sq"),
+                 ("epochs", "epochs")],
+            )
+        )
+        sig = plot_pretrain_sigmas(paths.METRICS / "ssl", [r["variant"] for r in results["ssl"]],
+                                   FIGURES / "ssl_sigma.png")
+        if sig:
+            lines += ["", "![Σ σ_max² over SSL training](figures/ssl_sigma.png)"]
+
     lines += ["", "## Finetuning: accuracy and mean adversarial distance Δ (mean ± std over seeds)", ""]
     lines.append(
         markdown_table(

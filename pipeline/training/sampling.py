@@ -76,7 +76,9 @@ class SeededTransform(Dataset):
         np_state, py_state = np.random.get_state(), random.getstate()
         try:
             with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(seed)
+                # CPU generator only: torch.manual_seed would also queue lazy CUDA/XPU seeding
+                # calls (each formatting a stack trace) once per sample.
+                torch.random.default_generator.manual_seed(seed)
                 np.random.seed(seed % 2**32)
                 random.seed(seed)
                 out = self.transform(image)

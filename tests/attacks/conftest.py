@@ -44,8 +44,8 @@ class LinearBinary:
         p = p - self.signed_distance(p).unsqueeze(1) * self.unit  # on the boundary
         side = torch.where(torch.arange(n) % 2 == 0, 1.0, -1.0)
         x = p + (side * dist).unsqueeze(1) * self.unit
-        assert 0 <= float(p.min()) and float(p.max()) <= 1, "nearest boundary point left the box"
-        assert 0 <= float(x.min()) and float(x.max()) <= 1
+        assert float(p.min()) >= 0 and float(p.max()) <= 1, "nearest boundary point left the box"
+        assert float(x.min()) >= 0 and float(x.max()) <= 1
         return x
 
 
@@ -68,7 +68,7 @@ class Ball:
         u = torch.nn.functional.normalize(torch.randn(n, self.c.numel(), generator=g), dim=1)
         radii = rho[0] + (rho[1] - rho[0]) * torch.rand(n, 1, generator=g)
         x = self.c + radii * u
-        assert 0 <= float(x.min()) and float(x.max()) <= 1
+        assert float(x.min()) >= 0 and float(x.max()) <= 1
         return x
 
 

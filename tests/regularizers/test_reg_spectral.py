@@ -230,3 +230,15 @@ def test_exact_sigma_on_numpy_grid_dense_small_case(dense_sigma_max):
     expected = np.abs(np.fft.fft2(padded)).max()
     assert conv_sigma_max(weight, (5, 6)).item() == pytest.approx(expected, rel=1e-10)
     assert dense_sigma_max(weight.numpy(), (5, 6)) == pytest.approx(expected, rel=1e-10)
+
+
+def test_single_threaded_restores_the_thread_count():
+    from pipeline.regularizers.spectral import single_threaded
+
+    torch.set_num_threads(2)
+    with single_threaded(torch.device("cpu")):
+        assert torch.get_num_threads() == 1
+    assert torch.get_num_threads() == 2
+    with pytest.raises(KeyError), single_threaded(torch.device("cpu")):
+        raise KeyError("restored even on error")
+    assert torch.get_num_threads() == 2

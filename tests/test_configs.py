@@ -1,0 +1,171 @@
+"""The experiment parameter files in configs/ and the stage plan built from a parameter file.
+
+Every file validates against the schema and carries the settings EXPERIMENTS.md gives for its
+row; ``plan`` lists the stage instances without training, and on the default params.yaml it
+names exactly the stages and edges DVC resolves from dvc.yaml.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from pipeline.__main__ import main as cli_main
+from pipeline.config import load_config, read_params, validate
+from pipeline.plan import plan, plan_main
+from tests.conftest import REPO
+
+CONFIGS = sorted((REPO / "configs").glob("*.yaml"))
+TARGETS = {  # file: (target, epochs, lr_backbone, lr_head, seeds)
+    "transfer-cifar10.yaml": ("cifar10", 50, 0.002, 0.01, 10),
+    "transfer-stanford-dogs.yaml": ("stanford_dogs", 50, 0.001, 0.005, 5),
+    "transfer-flowers102.yaml": ("flowers102", 1000, 0.001, 0.005, 5),
+    "transfer-mit-indoor.yaml": ("mit_indoor", 100, 0.002, 0.01, 5),
+}
+
+
+def test_there_is_a_config_for_every_experiment_row():
+    names = {p.name for p in CONFIGS}
+    assert {"imagenet-resnet50.yaml", "new-target-example.yaml", *TARGETS} <= names
+    assert {"ssl-simclr-cifar10.yaml", "ssl-barlow-twins-cifar10.yaml"} <= names
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=[p.name for p in CONFIGS])
+def test_config_validates_and_plans_without_training(path, capsys):
+    cfg = validate(read_params(path), source=str(path))
+    instances = plan(cfg)
+    assert instances[-1].id == "report"
+    assert plan_main(["--params", str(path), "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert f"{len(instances)} stage instances" in out
+    for inst in instances:
+        assert inst.id in out
+    # Every raw dataset is read from data/<name>, every DAG target from its prepared shards.
+    for name in cfg.prepare.raw:
+        assert cfg.prepare.outputs[name].root == f"data/{name}"
+    for target in cfg.finetune.run.targets:
+        assert cfg.finetune.targets[target].data.root == f"artifacts/prepared/{target}"
+
+
+def test_imagenet_pretraining_matches_the_paper():
+    cfg = load_config(REPO / "configs/imagenet-resnet50.yaml")
+    pre = cfg.pretrain
+    assert (pre.data.source, pre.data.root, pre.model.arch) == (
+        "imagenet",
+        "data/imagenet",
+        "resnet50",
+    )
+    t = pre.train
+    assert (t.epochs, t.batch_size, t.gpus) == (120, 512, 4)
+    assert (t.optimizer.lr_backbone, t.optimizer.momentum, t.optimizer.weight_decay) == (
+        0.02,
+        0.9,
+        1e-4,
+    )
+    assert (t.schedule.kind, t.schedule.step_size, t.schedule.gamma) == ("step", 30, 0.1)
+    (rs,) = pre.variants["rep_spectral"]
+    assert (rs.name, rs.strength, rs.burn_in, rs.refresh_every) == ("rep_spectral", 1e-3, 80, 160)
+    assert pre.run == ["none", "rep_spectral"]
+    gpus = {i.id: i.gpus for i in plan(cfg)}
+    assert gpus["pretrain@rep_spectral"] == 4
+
+
+@pytest.mark.parametrize("name", sorted(TARGETS))
+def test_transfer_configs_match_the_paper_and_share_the_backbones(name):
+    target, epochs, lr_b, lr_h, seeds = TARGETS[name]
+    cfg = load_config(REPO / "configs" / name)
+    imagenet = load_config(REPO / "configs/imagenet-resnet50.yaml")
+    # Identical pretraining parameters: DVC and the flow reuse the same two backbones.
+    assert cfg.pretrain == imagenet.pretrain
+    t = cfg.finetune.targets[target]
+    assert (t.data.image_size, t.train.batch_size, t.train.epochs) == (224, 64, epochs)
+    assert (t.train.optimizer.lr_backbone, t.train.optimizer.lr_head) == (lr_b, lr_h)
+    assert t.train.schedule.kind == "cosine" and t.train.schedule.t_max is None
+    run = cfg.finetune.run
+    assert run.regularizers == ["none", "rep_spectral", "ll_spectral", "bss"]
+    assert run.backbones == ["none", "rep_spectral"] and len(run.seeds) == seeds
+    assert (cfg.attack.n_samples, cfg.attack.iterations) == (500, 40)
+    assert cfg.prepare.raw == [target]
+    n_finetune = 2 * 4 * seeds
+    assert sum(i.stage == "finetune" for i in plan(cfg)) == n_finetune
+
+
+@pytest.mark.parametrize(
+    ("name", "method", "batch"),
+    [
+        ("ssl-simclr-cifar10.yaml", "simclr", 512),
+        ("ssl-barlow-twins-cifar10.yaml", "barlow_twins", 1024),
+    ],
+)
+def test_ssl_configs_match_the_public_code(name, method, batch):
+    cfg = load_config(REPO / "configs" / name)
+    ssl = cfg.ssl
+    assert ssl.model.arch == "resnet18_small" and ssl.data.root == "artifacts/prepared/cifar10"
+    assert (ssl.train.batch_size, ssl.train.epochs, ssl.train.optimizer.lr_backbone) == (
+        batch,
+        1000,
+        0.01,
+    )
+    assert {v.method for v in ssl.variants.values()} == {method}
+    strengths = sorted(r.strength for v in ssl.variants.values() for r in v.regularizers)
+    assert strengths == [0.001, 0.01]
+    assert {r.burn_in for v in ssl.variants.values() for r in v.regularizers} == {900}
+    stages = {i.stage for i in plan(cfg)}
+    assert "ssl" in stages and "finetune" not in stages and "readout" in stages
+
+
+def test_new_target_template_is_one_self_contained_file():
+    cfg = load_config(REPO / "configs/new-target-example.yaml")
+    out = cfg.prepare.outputs["my_dataset"]
+    assert (out.source, out.root, cfg.prepare.raw) == (
+        "image_folder",
+        "data/my_dataset",
+        ["my_dataset"],
+    )
+    assert cfg.finetune.run.targets == ["my_dataset"]
+    ids = [i.id for i in plan(cfg)]
+    assert "prepare_raw@my_dataset" in ids and "finetune@my_dataset-rep_spectral-none-0" in ids
+
+
+def test_stage_dry_run_prints_the_contract_without_training(capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    argv = ["finetune", "--params", str(REPO / "configs/transfer-cifar10.yaml"), "--dry-run",
+            "--target", "cifar10", "--backbone", "rep_spectral", "--regularizer", "bss", "--seed", "3"]  # fmt: skip
+    assert cli_main(argv) == 0
+    out = capsys.readouterr().out
+    assert "artifacts/finetune/cifar10/rep_spectral/bss/seed3/model.pt" in out
+    assert not (tmp_path / "artifacts").exists()
+
+
+def test_plan_cli_is_dispatched_and_rejects_a_bad_override(capsys):
+    cmd = [sys.executable, "-m", "pipeline", "plan", "--params", "configs/transfer-cifar10.yaml"]
+    ok = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert ok.returncode == 0, ok.stderr
+    assert "finetune@cifar10-rep_spectral-bss-9" in ok.stdout
+    assert "missing input: data/cifar10" in ok.stdout
+    bad = [
+        "plan",
+        "--params",
+        str(REPO / "configs/transfer-cifar10.yaml"),
+        "--set",
+        "finetune.run.seeds=[x]",
+    ]
+    assert cli_main(bad) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error:") and "finetune.run.seeds" in err and "\n" not in err.strip()
+
+
+def test_plan_of_the_default_params_is_the_dag_dvc_resolves():
+    pytest.importorskip("dvc")
+    from dvc.repo import Repo
+
+    with Repo(str(REPO)) as repo:
+        stages = [s for s in repo.index.stages if getattr(s, "cmd", None)]
+        dvc_edges = {s.addressing: set() for s in stages}
+        for a, b in repo.index.graph.edges:
+            if a.addressing in dvc_edges and b.addressing in dvc_edges:  # not data.dvc
+                dvc_edges[a.addressing].add(b.addressing)
+    ours = {i.id: set(i.upstream) for i in plan(load_config(REPO / "params.yaml"))}
+    assert ours == dvc_edges
