@@ -93,16 +93,15 @@ def run_streaming(cmd: list[str], env: dict[str, str], log, ident: str, tail: in
         cmd,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
-        text=True,
-        errors="replace",
         env=env,
         start_new_session=True,
     )
     try:
         assert proc.stdout is not None
-        for raw in proc.stdout:
+        for raw in proc.stdout:  # bytes, split on \n only
             # tqdm redraws with carriage returns; keep the last state of each line.
-            line = raw.rstrip("\n").rsplit("\r", 1)[-1].rstrip()
+            text = raw.decode("utf-8", errors="replace").rstrip("\n")
+            line = text.rstrip("\r").rsplit("\r", 1)[-1].rstrip()
             if line:
                 last.append(line)
                 log.info("[%s] %s", ident, line)

@@ -1,6 +1,6 @@
 """The transfer DAG as a Prefect flow over the same stage functions DVC runs.
 
-``python -m flows.transfer --params configs/cifar10-finetune.yaml [--set k=v ...]``
+``python -m flows.transfer --params configs/transfer-cifar10.yaml [--set k=v ...]``
 
 The instances and their edges come from :func:`pipeline.plan.plan` (the matrices of
 ``dvc.yaml``). Each instance is one Prefect task that takes and returns only paths and config:
@@ -34,7 +34,7 @@ from flows.launch import DevicePool, StageFailed, child_env, run_streaming, stag
 from flows.state import HashCache, output_state, stage_key, up_to_date, write_stamp
 from pipeline.config import load_config
 from pipeline.errors import PipelineError
-from pipeline.plan import CPU_STAGES, TRAINING_STAGES, StageInstance, plan
+from pipeline.plan import CPU_STAGES, TRAINING_STAGES, StageInstance, cli_args, plan
 
 DONE = ("ran", "skipped")
 _CACHE_LOCK = threading.Lock()
@@ -116,8 +116,7 @@ def execute_stage(
         with forward_logs(log):
             module.run(cfg, **item)
     else:
-        cli = [a for k, v in item.items() if v is not None for a in (f"--{k}", str(v))]
-        cmd = stage_command(stage, cli, params, _quiet(overrides), nproc, ident)
+        cmd = stage_command(stage, cli_args(item), params, _quiet(overrides), nproc, ident)
         log.info("%s: %s", ident, " ".join(cmd))
         run_streaming(cmd, child_env(devices), log, ident)
     seconds = round(time.perf_counter() - t0, 2)
@@ -196,8 +195,8 @@ def transfer(
 ) -> dict[str, str]:
     """Run (or skip) every stage instance of the parameter file; returns ``{id: status}``.
 
-    ``only``: glob patterns of ids or stage names to run (their other upstream must be up to
-    date). ``gpus``: GPUs this worker may use (default: all visible). ``max_parallel``: stages
+    ``only``: glob patterns of ids or stage names to run (the others are not run, so the
+    outputs the selected ones read must exist). ``gpus``: GPUs this worker may use (default: all visible). ``max_parallel``: stages
     at once (default: the GPU count, or 2 on a CPU-only machine). ``isolate``: run every stage
     in its own process. ``retries``: attempts after a crash (user errors are never retried).
     """

@@ -31,15 +31,22 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="stage", required=True, metavar="stage")
     for stage, args in STAGE_ARGS.items():
         p = sub.add_parser(stage, help=f"run the {stage} stage")
-        p.add_argument("--params", default="params.yaml", help="parameter file (default params.yaml)")
         p.add_argument(
-            "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+            "--params", default="params.yaml", help="parameter file (default params.yaml)"
+        )
+        p.add_argument(
+            "--set",
+            dest="overrides",
+            action="append",
+            default=[],
+            metavar="KEY=VALUE",
             help="override a parameter, e.g. --set pretrain.train.epochs=5 (repeatable)",
         )
         p.add_argument("--dry-run", action="store_true", help="validate and print what would run")
         for a in args:
             p.add_argument(
-                f"--{a}", required=a not in OPTIONAL.get(stage, set()),
+                f"--{a}",
+                required=a not in OPTIONAL.get(stage, set()),
                 type=int if a == "seed" else str,
             )
     sub.add_parser("shard", help="write any dataset source to webdataset shards", add_help=False)

@@ -86,7 +86,9 @@ class ModelSpec(Strict):
     @model_validator(mode="after")
     def _blocks_match_widths(self) -> ModelSpec:
         if self.arch == "small_resnet" and not (len(self.widths) == len(self.blocks) == 4):
-            raise ValueError("small_resnet needs 4 widths and 4 blocks (timm's ResNet has 4 stages)")
+            raise ValueError(
+                "small_resnet needs 4 widths and 4 blocks (timm's ResNet has 4 stages)"
+            )
         if self.arch == "small_resnet" and any(w % 2 for w in self.widths[:1]):
             raise ValueError("small_resnet: widths[0] must be even (it sets the stem width)")
         return self

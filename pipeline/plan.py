@@ -43,8 +43,12 @@ class StageInstance:
 
     @property
     def cli_args(self) -> list[str]:
-        """``--key value`` arguments of ``python -m pipeline <stage>`` for the item."""
-        return [a for k, v in self.item.items() if v is not None for a in (f"--{k}", str(v))]
+        return cli_args(self.item)
+
+
+def cli_args(item: dict) -> list[str]:
+    """``--key value`` arguments of ``python -m pipeline <stage>`` for a matrix item."""
+    return [a for k, v in item.items() if v is not None for a in (f"--{k}", str(v))]
 
 
 def _name(dvc_stage: str, values: list) -> str:

@@ -21,13 +21,46 @@ def _error(capsys) -> str:
     [
         (["pretrain", "--variant", "ghost"], "allowed: none, rep_spectral"),
         (["pretrain", "--variant", "none", "--set", "pretrain.model.arch=vgg16"], "resnet50"),
-        (["pretrain", "--variant", "none", "--set", "pretrain.train.lr=1"], "unknown key 'pretrain.train.lr'"),
-        (["finetune", "--target", "mars", "--backbone", "none", "--regularizer", "none", "--seed", "0"],
-         "finetune.targets"),
-        (["finetune", "--target", "digits_5to9", "--backbone", "none", "--regularizer", "dropout",
-          "--seed", "0"], "allowed: none, rep_spectral, ll_spectral, bss"),
-        (["attack", "--kind", "sideways", "--target", "digits_5to9", "--backbone", "none"], "allowed: finetune, readout"),
-        (["prepare", "--dataset", "digits_0to4", "--params", "missing.yaml"], "parameter file not found"),
+        (
+            ["pretrain", "--variant", "none", "--set", "pretrain.train.lr=1"],
+            "unknown key 'pretrain.train.lr'",
+        ),
+        (
+            [
+                "finetune",
+                "--target",
+                "mars",
+                "--backbone",
+                "none",
+                "--regularizer",
+                "none",
+                "--seed",
+                "0",
+            ],
+            "finetune.targets",
+        ),
+        (
+            [
+                "finetune",
+                "--target",
+                "digits_5to9",
+                "--backbone",
+                "none",
+                "--regularizer",
+                "dropout",
+                "--seed",
+                "0",
+            ],
+            "allowed: none, rep_spectral, ll_spectral, bss",
+        ),
+        (
+            ["attack", "--kind", "sideways", "--target", "digits_5to9", "--backbone", "none"],
+            "allowed: finetune, readout",
+        ),
+        (
+            ["prepare", "--dataset", "digits_0to4", "--params", "missing.yaml"],
+            "parameter file not found",
+        ),
     ],
 )
 def test_bad_parameters_exit_2_with_one_line(workdir, capsys, argv, fragment):

@@ -23,12 +23,18 @@ def test_default_params_validate():
         (["pretrain.train.epochs=many"], ["pretrain.train.epochs", "integer"]),
         (["pretrain.train.optimizer.lr_head=-1"], ["lr_head", "greater than 0"]),
         (["pretrain.train.bogus=1"], ["unknown key 'pretrain.train.bogus'", "allowed:", "epochs"]),
-        (["pretrain.model.arch=vgg"], ["pretrain.model.arch", "unknown model arch 'vgg'", "resnet50"]),
+        (
+            ["pretrain.model.arch=vgg"],
+            ["pretrain.model.arch", "unknown model arch 'vgg'", "resnet50"],
+        ),
         (["pretrain.data.source=mnist"], ["pretrain.data.source", "'mnist'", "cifar10"]),
         (["pretrain.train.schedule.kind=linear"], ["schedule.kind", "'cosine'"]),
         (["pretrain.run=[none, nope]"], ["pretrain.run", "'nope'", "allowed: none"]),
         (["finetune.run.backbones=[ghost]"], ["finetune.run.backbones", "'ghost'"]),
-        (["finetune.run.targets=[cifar100]"], ["finetune.run.targets", "'cifar100'", "digits_5to9"]),
+        (
+            ["finetune.run.targets=[cifar100]"],
+            ["finetune.run.targets", "'cifar100'", "digits_5to9"],
+        ),
         (
             ["pretrain.variants.rep_spectral=[{name: rep_spectral, strength: -1}]"],
             ["pretrain.variants.rep_spectral.0.strength", "greater than or equal to 0"],

@@ -7,8 +7,10 @@ names exactly the stages and edges DVC resolves from dvc.yaml.
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -157,15 +159,36 @@ def test_plan_cli_is_dispatched_and_rejects_a_bad_override(capsys):
     assert err.startswith("error:") and "finetune.run.seeds" in err and "\n" not in err.strip()
 
 
+def _dvc_dag(root) -> dict[str, set[str]]:
+    from dvc.repo import Repo
+
+    with Repo(str(root)) as repo:
+        # The transfer DAG of the top-level dvc.yaml (other dvc.yaml files may build on it).
+        top = Path(root) / "dvc.yaml"
+        stages = [
+            s for s in repo.index.stages if getattr(s, "cmd", None) and Path(s.dvcfile.path) == top
+        ]
+        edges: dict[str, set[str]] = {s.name: set() for s in stages}
+        for a, b in repo.index.graph.edges:
+            if a in stages and b in stages:  # not data.dvc, not another dvc.yaml
+                edges[a.name].add(b.name)
+    return edges
+
+
 def test_plan_of_the_default_params_is_the_dag_dvc_resolves():
+    pytest.importorskip("dvc")
+    ours = {i.id: set(i.upstream) for i in plan(load_config(REPO / "params.yaml"))}
+    assert ours == _dvc_dag(REPO)
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=[p.name for p in CONFIGS])
+def test_each_config_as_params_yaml_gives_dvc_the_same_dag(path, tmp_path):
+    """``cp configs/X.yaml params.yaml && dvc exp run`` runs what the flow and plan run."""
     pytest.importorskip("dvc")
     from dvc.repo import Repo
 
-    with Repo(str(REPO)) as repo:
-        stages = [s for s in repo.index.stages if getattr(s, "cmd", None)]
-        dvc_edges = {s.addressing: set() for s in stages}
-        for a, b in repo.index.graph.edges:
-            if a.addressing in dvc_edges and b.addressing in dvc_edges:  # not data.dvc
-                dvc_edges[a.addressing].add(b.addressing)
-    ours = {i.id: set(i.upstream) for i in plan(load_config(REPO / "params.yaml"))}
-    assert ours == dvc_edges
+    Repo.init(str(tmp_path), no_scm=True)
+    shutil.copy(REPO / "dvc.yaml", tmp_path / "dvc.yaml")
+    shutil.copy(path, tmp_path / "params.yaml")
+    ours = {i.id: set(i.upstream) for i in plan(load_config(path))}
+    assert ours == _dvc_dag(tmp_path)

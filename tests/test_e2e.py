@@ -25,12 +25,45 @@ def test_cli_runs_every_stage_on_tiny_data(workdir):
         assert main(["pretrain", "--variant", variant]) == 0
     assert main(["ssl", "--variant", "simclr"]) == 0
     for backbone in ("none", "rep_spectral", "simclr"):
-        assert main(["finetune", "--target", "digits_5to9", "--backbone", backbone,
-                     "--regularizer", "none", "--seed", "0"]) == 0
+        assert (
+            main(
+                [
+                    "finetune",
+                    "--target",
+                    "digits_5to9",
+                    "--backbone",
+                    backbone,
+                    "--regularizer",
+                    "none",
+                    "--seed",
+                    "0",
+                ]
+            )
+            == 0
+        )
         assert main(["readout", "--target", "digits_5to9", "--backbone", backbone]) == 0
-        assert main(["attack", "--kind", "finetune", "--target", "digits_5to9", "--backbone", backbone,
-                     "--regularizer", "none", "--seed", "0"]) == 0
-        assert main(["attack", "--kind", "readout", "--target", "digits_5to9", "--backbone", backbone]) == 0
+        assert (
+            main(
+                [
+                    "attack",
+                    "--kind",
+                    "finetune",
+                    "--target",
+                    "digits_5to9",
+                    "--backbone",
+                    backbone,
+                    "--regularizer",
+                    "none",
+                    "--seed",
+                    "0",
+                ]
+            )
+            == 0
+        )
+        assert (
+            main(["attack", "--kind", "readout", "--target", "digits_5to9", "--backbone", backbone])
+            == 0
+        )
     assert main(["report"]) == 0
 
     pre = _json("metrics/pretrain/rep_spectral/summary.json")
@@ -55,11 +88,26 @@ def test_cli_runs_every_stage_on_tiny_data(workdir):
 
 
 def test_cli_subprocess_exit_codes(workdir):
-    ok = subprocess.run([sys.executable, "-m", "pipeline", "prepare", "--dataset", "digits_5to9"],
-                        capture_output=True, text=True)
+    ok = subprocess.run(
+        [sys.executable, "-m", "pipeline", "prepare", "--dataset", "digits_5to9"],
+        capture_output=True,
+        text=True,
+    )
     assert ok.returncode == 0, ok.stderr
-    bad = subprocess.run([sys.executable, "-m", "pipeline", "pretrain", "--variant", "none",
-                          "--set", "pretrain.train.epochs=-3"], capture_output=True, text=True)
+    bad = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pipeline",
+            "pretrain",
+            "--variant",
+            "none",
+            "--set",
+            "pretrain.train.epochs=-3",
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert bad.returncode == 2
     assert bad.stderr.strip().splitlines()[-1].startswith("error: ")
     assert "pretrain.train.epochs" in bad.stderr and "Traceback" not in bad.stderr

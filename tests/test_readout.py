@@ -41,6 +41,10 @@ def test_knn_matches_sklearn_cosine_knn_on_separated_data():
     train_x = centers[train_y] + rng.normal(size=(300, 8))
     test_x = centers[test_y] + rng.normal(size=(100, 8))
     ours = knn_accuracy(train_x, train_y, test_x, test_y, k=5)
-    ref = KNeighborsClassifier(n_neighbors=5, metric="cosine").fit(train_x, train_y).score(test_x, test_y)
+    ref = (
+        KNeighborsClassifier(n_neighbors=5, metric="cosine")
+        .fit(train_x, train_y)
+        .score(test_x, test_y)
+    )
     assert abs(ours - ref) <= 0.03
     assert knn_accuracy(train_x, train_y, test_x, (test_y + 1) % 3, k=5) < 0.2

@@ -302,6 +302,7 @@ class _Attack:
             return
         pool_x, pool_y = pool
         px = pool_x.detach().reshape(pool_x.shape[0], -1).to(self.device, torch.float32)
+        px = px.clamp(*self.box)  # a start may be returned as a last resort: keep it in the box
         py = torch.as_tensor(pool_y, device=self.device).long().reshape(-1)
         if px.shape[1] != self.d or py.shape[0] != px.shape[0]:
             raise ValueError("fallback_pool must be (inputs shaped like x, one label per input)")

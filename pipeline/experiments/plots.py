@@ -62,7 +62,7 @@ def bars_with_seeds(
         ax.set_xticks(range(len(variants)), variants, rotation=20)
         ax.set_title(group)
     axes[0].set_ylabel(ylabel)
-    fig.suptitle(title)
+    fig.suptitle(title, y=1.03)
     save_figure(fig, path)
 
 
@@ -82,7 +82,8 @@ def boxes_with_seeds(
             ax.scatter(i + 1 + _jitter(vals.size, i), vals, s=12, color="gray", zorder=3)
         ax.set_xticks(range(1, len(variants) + 1), variants, rotation=20)
         ax.set_ylabel(label)
-    fig.suptitle(title)
+    fig.tight_layout()
+    fig.suptitle(title, y=1.03)
     save_figure(fig, path)
 
 
@@ -171,7 +172,10 @@ def line_panels(
         ax.set_title(sub, fontsize=9)
         ax.set_xlabel(xlabel)
         ax.set_ylabel(ylabel)
-    axes[0, 0].legend(fontsize=8)
+        if not series:
+            ax.text(0.5, 0.5, "no data", ha="center", va="center", transform=ax.transAxes)
+    if axes[0, 0].get_legend_handles_labels()[0]:
+        axes[0, 0].legend(fontsize=8)
     fig.suptitle(title)
     fig.tight_layout()
     save_figure(fig, path)

@@ -532,8 +532,7 @@ def run(cfg: ExperimentsConfig) -> dict:
         + diagnostics_claims(diag)
     )
     out = Path(cfg.summary.out)
-    if diag:
-        overview_figure(diag, out.parent / "diagnostics_overview.png")
+    overview_figure(diag, out.parent / "diagnostics_overview.png")  # a DVC output: always written
     costs = {name: m["cpu_seconds"] for name, m in (("xor", xor), ("digits_mlp", digits))
              if m and "cpu_seconds" in m}  # fmt: skip
     if diag:

@@ -238,14 +238,17 @@ def write_outputs(s: XorSettings, trained: dict, rows: list[dict], maps: dict):
     write_csv(out / "sigma_history.csv", sigma_rows)
 
     wd_names = [f"wd={wd:g}" for wd in s.weight_decays]
-    values = {(f"wd={r['weight_decay']:g}", r["variant"]): [] for r in rows}
-    for r in rows:
-        values[(f"wd={r['weight_decay']:g}", r["variant"])].append(r["mean_distance"])
-    plots.bars_with_seeds(
-        wd_names, variants, values, "mean Δ (Tangent Attack)",
-        f"XOR: mean adversarial distance over {len(s.seeds)} seeds (±1 std)",
-        out / "fig2_distance.png",
-    )  # fmt: skip
+    for key, label, name in (
+        ("mean_distance", "mean Δ (Tangent Attack)", "fig2_distance.png"),
+        ("mean_grid_margin", "mean exact distance (grid)", "fig2_exact_margin.png"),
+    ):
+        values = {(f"wd={r['weight_decay']:g}", r["variant"]): [] for r in rows}
+        for r in rows:
+            values[(f"wd={r['weight_decay']:g}", r["variant"])].append(r[key])
+        plots.bars_with_seeds(
+            wd_names, variants, values, label,
+            f"XOR: {label} over {len(s.seeds)} seeds (±1 std)", out / name,
+        )  # fmt: skip
     for wd in s.weight_decays:
         plots.xor_maps(
             maps[(wd, variants[0])]["xs"], maps[(wd, variants[0])]["ys"],

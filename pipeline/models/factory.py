@@ -103,7 +103,9 @@ def _plain_state(model: nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().cpu() for k, v in inner.state_dict().items()}
 
 
-def load_model(path: str | Path, map_location: str | torch.device = "cpu") -> tuple[SplitModel, dict]:
+def load_model(
+    path: str | Path, map_location: str | torch.device = "cpu"
+) -> tuple[SplitModel, dict]:
     """Rebuild a saved model; the returned ``meta`` carries classes, image size and provenance."""
     from pipeline.config import ModelSpec
     from pipeline.errors import DatasetError

@@ -7,7 +7,11 @@ from pathlib import Path
 
 
 def _summaries(root: Path) -> list[dict]:
-    return [json.loads(p.read_text()) for p in sorted(root.rglob("summary.json"))] if root.is_dir() else []
+    return (
+        [json.loads(p.read_text()) for p in sorted(root.rglob("summary.json"))]
+        if root.is_dir()
+        else []
+    )
 
 
 def collect_results(metrics: str | Path = "metrics") -> dict[str, list[dict]]:
@@ -27,7 +31,10 @@ def collect_results(metrics: str | Path = "metrics") -> dict[str, list[dict]]:
         join(r, ("finetune", r["target"], r["backbone"], r["regularizer"], r["seed"]))
         for r in _summaries(metrics / "finetune")
     ]
-    readout = [join(r, ("readout", r["target"], r["backbone"], None, None)) for r in _summaries(metrics / "readout")]
+    readout = [
+        join(r, ("readout", r["target"], r["backbone"], None, None))
+        for r in _summaries(metrics / "readout")
+    ]
     return {
         "pretrain": _summaries(metrics / "pretrain"),
         "ssl": _summaries(metrics / "ssl"),

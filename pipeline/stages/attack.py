@@ -15,11 +15,11 @@ import torch
 from pipeline import paths
 from pipeline.attacks import LabelOracle, tangent_attack
 from pipeline.errors import ConfigError
+from pipeline.io import write_csv, write_json
 from pipeline.models import load_model
 from pipeline.stages.common import Pixels, load_pixels, open_split, pixel_transform, start
 from pipeline.stages.contract import BASE_CODE, MODEL_CODE, Contract
 from pipeline.stages.finetune import check_names
-from pipeline.io import write_csv, write_json
 
 KINDS = ("finetune", "readout")
 CODE = [
@@ -35,7 +35,9 @@ CODE = [
 ]
 
 
-def run_id_for(kind: str, target: str, backbone: str, regularizer: str | None, seed: int | None) -> str:
+def run_id_for(
+    kind: str, target: str, backbone: str, regularizer: str | None, seed: int | None
+) -> str:
     if kind == "finetune":
         if regularizer is None or seed is None:
             raise ConfigError("attack --kind finetune needs --regularizer and --seed")
@@ -89,7 +91,9 @@ def run(cfg, kind: str, target: str, backbone: str, regularizer=None, seed=None)
     stage = start(cfg, spec.seed)
     model.to(stage.device).eval()
 
-    x_all, y_all = load_pixels(Pixels(test_raw, pixel_transform(data, test_raw.channels, train=False)))
+    x_all, y_all = load_pixels(
+        Pixels(test_raw, pixel_transform(data, test_raw.channels, train=False))
+    )
     oracle = LabelOracle(model, chunk_size=spec.chunk_size, device=stage.device)
     with torch.no_grad():
         pred = oracle(x_all.to(stage.device)).cpu()
@@ -124,7 +128,13 @@ def run(cfg, kind: str, target: str, backbone: str, regularizer=None, seed=None)
     write_csv(
         out / "samples.csv",
         [
-            {"index": int(i), "label": int(y_all[i]), "distance": float(d), "queries": int(qq), "success": bool(s)}
+            {
+                "index": int(i),
+                "label": int(y_all[i]),
+                "distance": float(d),
+                "queries": int(qq),
+                "success": bool(s),
+            }
             for i, d, qq, s in zip(chosen.tolist(), dist, q, ok, strict=True)
         ],
     )

@@ -75,9 +75,7 @@ def open_split(spec, run, split: str):
             )
         dataset = open_shards(shard_dir, in_memory=True)
     else:
-        dataset = open_source(
-            spec.source, resolve_root(spec.root), name, **spec.options
-        )
+        dataset = open_source(spec.source, resolve_root(spec.root), name, **spec.options)
     limit = spec.limit_train if split == "train" else spec.limit_test
     return Limited(dataset, limit) if limit else dataset
 

@@ -8,12 +8,12 @@ from __future__ import annotations
 
 from pipeline import paths
 from pipeline.errors import ConfigError
+from pipeline.io import write_json
 from pipeline.models import load_model, save_model
 from pipeline.stages.common import data_signature, start
 from pipeline.stages.contract import BASE_CODE, MODEL_CODE, Contract
 from pipeline.stages.supervised import open_train_test, train_supervised
 from pipeline.training.checkpoint import CheckpointStore, file_digest, fingerprint
-from pipeline.io import write_json
 
 CODE = [
     *BASE_CODE,
@@ -42,7 +42,9 @@ def contract(cfg, target: str, backbone: str, regularizer: str, seed: int) -> Co
 def check_names(cfg, target: str, backbone: str, regularizer: str | None = None) -> None:
     ft = cfg.finetune
     if target not in ft.targets:
-        raise ConfigError(f"--target {target!r} is not in finetune.targets; allowed: {', '.join(ft.targets)}")
+        raise ConfigError(
+            f"--target {target!r} is not in finetune.targets; allowed: {', '.join(ft.targets)}"
+        )
     cfg.backbone_kind(backbone)  # raises with the allowed names
     if regularizer is not None and regularizer not in ft.regularizers:
         raise ConfigError(
@@ -108,6 +110,12 @@ def run(cfg, target: str, backbone: str, regularizer: str, seed: int) -> dict:
         save_model(model, paths.finetune_model(run_id), out_meta)
         write_json(
             metrics_dir / "summary.json",
-            {"target": target, "backbone": backbone, "regularizer": regularizer, "seed": seed, **summary},
+            {
+                "target": target,
+                "backbone": backbone,
+                "regularizer": regularizer,
+                "seed": seed,
+                **summary,
+            },
         )
     return summary

@@ -12,8 +12,8 @@ from pathlib import Path
 from pipeline import paths
 from pipeline.data import open_source, write_shards
 from pipeline.errors import ConfigError
-from pipeline.stages.contract import BASE_CODE, Contract
 from pipeline.io import write_json
+from pipeline.stages.contract import BASE_CODE, Contract
 
 log = logging.getLogger(__name__)
 

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from pipeline import paths
 from pipeline.errors import ConfigError
+from pipeline.io import write_json
 from pipeline.models import build_model, save_model
 from pipeline.stages.common import data_signature, normalization, start
 from pipeline.stages.contract import BASE_CODE, MODEL_CODE, Contract
-from pipeline.training.checkpoint import CheckpointStore, fingerprint
-from pipeline.io import write_json
 from pipeline.stages.supervised import open_train_test, train_supervised
+from pipeline.training.checkpoint import CheckpointStore, fingerprint
 
 CODE = [
     *BASE_CODE,

@@ -7,12 +7,12 @@ import time
 import numpy as np
 
 from pipeline import paths
+from pipeline.io import write_json
 from pipeline.models import save_model
 from pipeline.readout import fit_readout, install_readout
 from pipeline.stages.common import Pixels, extract_features, open_split, pixel_transform, start
 from pipeline.stages.contract import BASE_CODE, MODEL_CODE, Contract
 from pipeline.stages.finetune import check_names, load_backbone_for
-from pipeline.io import write_json
 
 CODE = [
     *BASE_CODE,
@@ -63,7 +63,14 @@ def run(cfg, target: str, backbone: str) -> dict:
         "seconds": round(time.perf_counter() - t0, 2),
     }
     run_id = paths.readout_id(target, backbone)
-    out_meta = {**meta, "image_size": data.image_size, "classes": list(train_raw.classes), "kind": "readout", "target": target, "backbone": backbone}
+    out_meta = {
+        **meta,
+        "image_size": data.image_size,
+        "classes": list(train_raw.classes),
+        "kind": "readout",
+        "target": target,
+        "backbone": backbone,
+    }
     save_model(model.cpu(), paths.readout_model(run_id), out_meta)
     write_json(paths.stage_metrics("readout", run_id) / "summary.json", summary)
     return summary

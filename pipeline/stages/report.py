@@ -5,9 +5,15 @@ from __future__ import annotations
 from pathlib import Path
 
 from pipeline import paths
-from pipeline.report import aggregate, collect_results, markdown_table, plot_pretrain_sigmas, plot_transfer
-from pipeline.stages.contract import BASE_CODE, Contract
 from pipeline.io import atomic_write_text, write_csv
+from pipeline.report import (
+    aggregate,
+    collect_results,
+    markdown_table,
+    plot_pretrain_sigmas,
+    plot_transfer,
+)
+from pipeline.stages.contract import BASE_CODE, Contract
 
 OUT_MD = paths.REPORTS / "transfer.md"
 OUT_CSV = paths.REPORTS / "results.csv"
@@ -21,7 +27,8 @@ def contract(cfg) -> Contract:
             *BASE_CODE,
             "pipeline/stages/report.py",
             "pipeline/report",
-            *(str(paths.METRICS / s) for s in ("pretrain", "ssl", "finetune", "readout", "attack")),
+            # The whole folder: a config without SSL (say) produces no metrics/ssl.
+            str(paths.METRICS),
         ],
         outs=[str(OUT_MD), str(FIGURES), str(OUT_CSV)],
     )
@@ -38,12 +45,20 @@ def run(cfg) -> dict:
     lines.append(
         markdown_table(
             results["pretrain"],
-            [("variant", "variant"), ("test acc", "test_acc"), ("Σ σ_max² (features)", "sum_sigma_max_sq"),
-             ("max σ_max", "max_sigma_max"), ("epochs", "epochs")],
+            [
+                ("variant", "variant"),
+                ("test acc", "test_acc"),
+                ("Σ σ_max² (features)", "sum_sigma_max_sq"),
+                ("max σ_max", "max_sigma_max"),
+                ("epochs", "epochs"),
+            ],
         )
     )
-    sig = plot_pretrain_sigmas(paths.METRICS / "pretrain", [r["variant"] for r in results["pretrain"]],
-                               FIGURES / "pretrain_sigma.png")
+    sig = plot_pretrain_sigmas(
+        paths.METRICS / "pretrain",
+        [r["variant"] for r in results["pretrain"]],
+        FIGURES / "pretrain_sigma.png",
+    )
     if sig:
         lines += ["", "![Σ σ_max² over training](figures/pretrain_sigma.png)"]
 
@@ -52,31 +67,52 @@ def run(cfg) -> dict:
         lines.append(
             markdown_table(
                 results["ssl"],
-                [("variant", "variant"), ("method", "method"), ("kNN acc", "knn_acc"),
-                 ("readout acc", "readout_acc"), ("Σ σ_max² (features)", "sum_sigma_max_sq"),
-                 ("epochs", "epochs")],
+                [
+                    ("variant", "variant"),
+                    ("method", "method"),
+                    ("kNN acc", "knn_acc"),
+                    ("readout acc", "readout_acc"),
+                    ("Σ σ_max² (features)", "sum_sigma_max_sq"),
+                    ("epochs", "epochs"),
+                ],
             )
         )
-        sig = plot_pretrain_sigmas(paths.METRICS / "ssl", [r["variant"] for r in results["ssl"]],
-                                   FIGURES / "ssl_sigma.png")
+        sig = plot_pretrain_sigmas(
+            paths.METRICS / "ssl", [r["variant"] for r in results["ssl"]], FIGURES / "ssl_sigma.png"
+        )
         if sig:
             lines += ["", "![Σ σ_max² over SSL training](figures/ssl_sigma.png)"]
 
-    lines += ["", "## Finetuning: accuracy and mean adversarial distance Δ (mean ± std over seeds)", ""]
+    lines += [
+        "",
+        "## Finetuning: accuracy and mean adversarial distance Δ (mean ± std over seeds)",
+        "",
+    ]
     lines.append(
         markdown_table(
             finetune,
-            [("target", "target"), ("backbone", "backbone"), ("finetune reg.", "regularizer"), ("seeds", "n"),
-             ("test acc", "test_acc_mean±test_acc_std"), ("mean Δ", "mean_distance_mean±mean_distance_std"),
-             ("attack success", "success_rate_mean")],
+            [
+                ("target", "target"),
+                ("backbone", "backbone"),
+                ("finetune reg.", "regularizer"),
+                ("seeds", "n"),
+                ("test acc", "test_acc_mean±test_acc_std"),
+                ("mean Δ", "mean_distance_mean±mean_distance_std"),
+                ("attack success", "success_rate_mean"),
+            ],
         )
     )
     lines += ["", "## Readout retraining (logistic regression on frozen features)", ""]
     lines.append(
         markdown_table(
             readout,
-            [("target", "target"), ("backbone", "backbone"), ("test acc", "test_acc_mean"),
-             ("mean Δ", "mean_distance_mean"), ("attack success", "success_rate_mean")],
+            [
+                ("target", "target"),
+                ("backbone", "backbone"),
+                ("test acc", "test_acc_mean"),
+                ("mean Δ", "mean_distance_mean"),
+                ("attack success", "success_rate_mean"),
+            ],
         )
     )
     FIGURES.mkdir(parents=True, exist_ok=True)
@@ -90,9 +126,20 @@ def run(cfg) -> dict:
             name = f"readout_{target}.png"
             plot_transfer(rows, ("backbone",), FIGURES / name, f"readout retraining on {target}")
             lines += ["", f"![readout {target}](figures/{name})"]
-    lines += ["", "Δ: mean ℓ2 distance to the decision boundary found by the hard-label Tangent Attack "
-              "(pixel space [0, 1]); larger is more robust.", ""]
-    write_csv(OUT_CSV, [{"stage": "finetune", **r} for r in results["finetune"]]
-              + [{"stage": "readout", **r} for r in results["readout"]])
+    lines += [
+        "",
+        "Δ: mean ℓ2 distance to the decision boundary found by the hard-label Tangent Attack "
+        "(pixel space [0, 1]); larger is more robust.",
+        "",
+    ]
+    write_csv(
+        OUT_CSV,
+        [{"stage": "finetune", **r} for r in results["finetune"]]
+        + [{"stage": "readout", **r} for r in results["readout"]],
+    )
     atomic_write_text(OUT_MD, "\n".join(lines))
-    return {"finetune_groups": len(finetune), "readout_groups": len(readout), "report": str(Path(OUT_MD))}
+    return {
+        "finetune_groups": len(finetune),
+        "readout_groups": len(readout),
+        "report": str(Path(OUT_MD)),
+    }

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from datetime import timedelta
 
 import torch
 import torch.distributed as dist
@@ -35,7 +36,9 @@ def init_distributed(device: torch.device) -> DistInfo:
         backend = "cpu:gloo,cuda:nccl" if device.type == "cuda" else "gloo"
         if device.type == "cuda":
             torch.cuda.set_device(device)
-        dist.init_process_group(backend=backend)
+        # Rank 0 evaluates and writes diagnostics alone while the others wait in the next
+        # collective; allow that longer than NCCL's 10-minute default.
+        dist.init_process_group(backend=backend, timeout=timedelta(minutes=60))
     return DistInfo(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", 0)))
 
 

@@ -51,7 +51,9 @@ class TrainModule(nn.Module):
         super().__init__()
         self.model = model
 
-    def forward(self, inputs: torch.Tensor, targets: torch.Tensor) -> StepOutput:  # pragma: no cover
+    def forward(
+        self, inputs: torch.Tensor, targets: torch.Tensor
+    ) -> StepOutput:  # pragma: no cover
         raise NotImplementedError
 
     def extra_parameters(self) -> list[nn.Parameter]:
@@ -94,8 +96,16 @@ class FitContext:
 def _param_groups(module: TrainModule, regularizers: list[Regularizer], optim) -> list[dict]:
     model = module.model
     groups = [
-        {"params": [p for p in model.backbone.parameters() if p.requires_grad], "lr": optim.lr_backbone, "name": "backbone"},
-        {"params": [p for p in model.head.parameters() if p.requires_grad], "lr": optim.lr_head, "name": "head"},
+        {
+            "params": [p for p in model.backbone.parameters() if p.requires_grad],
+            "lr": optim.lr_backbone,
+            "name": "backbone",
+        },
+        {
+            "params": [p for p in model.head.parameters() if p.requires_grad],
+            "lr": optim.lr_head,
+            "name": "head",
+        },
         {"params": module.extra_parameters(), "lr": optim.lr_head, "name": "extra"},
         {
             "params": [p for r in regularizers for p in r.parameters()],
@@ -180,13 +190,23 @@ def fit(module: TrainModule, ctx: FitContext) -> list[dict]:
         scheduler.load_state_dict(state["scheduler"])
         for r, rs in zip(regularizers, state["regularizers"], strict=True):
             r.load_state_dict(rs)
-        epoch, step_in_epoch, global_step = state["epoch"], state["step_in_epoch"], state["global_step"]
+        epoch, step_in_epoch, global_step = (
+            state["epoch"],
+            state["step_in_epoch"],
+            state["global_step"],
+        )
         history = state["history"]
         # Checkpointed sums are over all ranks; rank 0 carries them, so the epoch total is right.
         running = state["running"] if info.is_main else _zero_running()
         runtime.set_rng_state(state["rng"])
         if info.is_main:
-            log.info("%s: resumed from %s at epoch %d step %d", ctx.desc, ctx.checkpoints.path, epoch, step_in_epoch)
+            log.info(
+                "%s: resumed from %s at epoch %d step %d",
+                ctx.desc,
+                ctx.checkpoints.path,
+                epoch,
+                step_in_epoch,
+            )
         if state.get("done"):
             return history
     broadcast_buffers(module, info)
@@ -285,7 +305,9 @@ def fit(module: TrainModule, ctx: FitContext) -> list[dict]:
         row = _epoch_row(epoch, running, scheduler, time.perf_counter() - t0, info)
         if info.is_main:
             module.eval()
-            if ctx.evaluate is not None and ((epoch + 1) % spec.eval_every == 0 or epoch + 1 == spec.epochs):
+            if ctx.evaluate is not None and (
+                (epoch + 1) % spec.eval_every == 0 or epoch + 1 == spec.epochs
+            ):
                 row.update(ctx.evaluate(model))
             if (epoch + 1) % spec.diagnostics_every == 0 or epoch + 1 == spec.epochs:
                 if ctx.diagnose is not None:
@@ -336,8 +358,14 @@ def _epoch_row(epoch: int, running: dict, scheduler, seconds: float, info: DistI
 
 
 def _describe(row: dict) -> str:
-    keys = [k for k in ("epoch", "train_loss", "penalty", "train_acc", "test_acc", "knn_acc") if k in row]
+    keys = [
+        k
+        for k in ("epoch", "train_loss", "penalty", "train_acc", "test_acc", "knn_acc")
+        if k in row
+    ]
     return " ".join(
-        f"{k}={row[k]:.4f}" if isinstance(row[k], float) and not math.isnan(row[k]) else f"{k}={row[k]}"
+        f"{k}={row[k]:.4f}"
+        if isinstance(row[k], float) and not math.isnan(row[k])
+        else f"{k}={row[k]}"
         for k in keys
     )

@@ -19,7 +19,9 @@ def pick_device(requested: str = "auto") -> torch.device:
     if requested == "cpu":
         return torch.device("cpu")
     if requested == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("run.device: 'cuda' requested but no CUDA device is available (use auto or cpu)")
+        raise ConfigError(
+            "run.device: 'cuda' requested but no CUDA device is available (use auto or cpu)"
+        )
     if requested in ("auto", "cuda") and torch.cuda.is_available():
         return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
     if requested not in ("auto", "cuda"):

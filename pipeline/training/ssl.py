@@ -30,7 +30,12 @@ def view_transform(method: str, image_size: int, channels: int, aug) -> TwoViews
     Normalization stays in the model (inputs are [0, 1] pixels everywhere), so lightly's own
     normalization is switched off. Colour jitter and grayscale are skipped for 1-channel data.
     """
-    from lightly.transforms import BYOLTransform, BYOLView1Transform, BYOLView2Transform, SimCLRTransform
+    from lightly.transforms import (
+        BYOLTransform,
+        BYOLView1Transform,
+        BYOLView2Transform,
+        SimCLRTransform,
+    )
 
     color = channels == 3
     common = {
@@ -68,18 +73,26 @@ class SSLModule(TrainModule):
         model.head.requires_grad_(False)  # labels are never used in SSL
         dim = model.feature_dim
         if method == "simclr":
-            self.projector = SimCLRProjectionHead(dim, spec.simclr.hidden_dim, spec.simclr.projection_dim)
-            self.criterion = NTXentLoss(temperature=spec.simclr.temperature, gather_distributed=distributed)
+            self.projector = SimCLRProjectionHead(
+                dim, spec.simclr.hidden_dim, spec.simclr.projection_dim
+            )
+            self.criterion = NTXentLoss(
+                temperature=spec.simclr.temperature, gather_distributed=distributed
+            )
         elif method == "barlow_twins":
             bt = spec.barlow_twins
             self.projector = BarlowTwinsProjectionHead(dim, bt.hidden_dim, bt.projection_dim)
-            self.criterion = BarlowTwinsLoss(lambda_param=bt.lambda_offdiag, gather_distributed=distributed)
+            self.criterion = BarlowTwinsLoss(
+                lambda_param=bt.lambda_offdiag, gather_distributed=distributed
+            )
         else:
             raise ValueError(f"unknown SSL method {method!r}")
 
     def forward(self, inputs: torch.Tensor, targets: torch.Tensor) -> StepOutput:
         batch = inputs.shape[0]
-        both = inputs.flatten(0, 1) if inputs.dim() == 5 else inputs  # (2B, C, H, W), views interleaved
+        both = (
+            inputs.flatten(0, 1) if inputs.dim() == 5 else inputs
+        )  # (2B, C, H, W), views interleaved
         features = self.model.forward_features(both)
         z = self.projector(features)
         z = z.view(batch, 2, -1)

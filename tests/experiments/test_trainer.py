@@ -35,12 +35,15 @@ def _close(a, b, atol=1e-5):
 def test_regularizers_lower_sigma_max_on_a_short_xor_run():
     """rep-spectral lowers the feature layer's σ_max vs none; ll-spectral lowers the readout's."""
     x, y = xor_data()
-    settings = TrainSettings(epochs=400, lr=1.0, momentum=0.9, log_every=400)
+    settings = TrainSettings(epochs=300, lr=1.0, momentum=0.9, log_every=300)
+    plain = train_in_memory(
+        _xor_model(0), x, y, TrainSettings(**{**settings.__dict__, "epochs": 150})
+    )
     finals = {}
     for name in ("none", "rep_spectral", "ll_spectral"):
         model = _xor_model(0)
-        regs = [] if name == "none" else _reg(name, 1e-2, burn_in=200)
-        train_in_memory(model, x, y, settings, regs)
+        regs = [] if name == "none" else _reg(name, 2e-2, burn_in=150)
+        train_in_memory(model, x, y, settings, regs, start=plain.snapshot)
         finals[name] = sigma_max_per_layer(model)
         assert (model(x).argmax(1) == y).all(), name  # still solves XOR
     assert finals["rep_spectral"][FEATURE] < 0.9 * finals["none"][FEATURE]

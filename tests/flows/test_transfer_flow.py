@@ -8,12 +8,20 @@ from __future__ import annotations
 
 import copy
 import logging
+import sys
 
 import pytest
 import yaml
 from prefect.states import Failed
 
-from flows.launch import DevicePool, StageFailed, stage_command, torchrun_args
+from flows.launch import (
+    DevicePool,
+    StageFailed,
+    child_env,
+    run_streaming,
+    stage_command,
+    torchrun_args,
+)
 from flows.state import stamp_path
 from flows.transfer import _retryable, execute_stage, select, transfer
 from pipeline.config import load_config
@@ -79,6 +87,16 @@ def test_flow_runs_then_skips_then_reruns_only_the_changed_branch(flow_dir, pref
     }, changed
     assert set(changed.values()) == {"ran", "skipped"}
 
+    # A user error in one stage: it is not retried, its downstream stages do not run, the
+    # independent ones are still checked, and the flow run fails naming them.
+    too_big = "finetune.targets.digits_5to9.train.batch_size=4096"
+    with pytest.raises(RuntimeError) as info:
+        transfer(params="params.yaml", overrides=[too_big], retries=1, retry_delay_seconds=0)
+    message = str(info.value)
+    assert "finetune@digits_5to9-none-none-0 (failed)" in message
+    assert "attack_finetune@digits_5to9-none-none-0 (upstream failed)" in message
+    assert "report (upstream failed)" in message and SECOND not in message
+
 
 def test_skip_follows_params_deps_and_outputs(workdir):
     """The plain function behind the task: prepare is cheap enough to run three times."""
@@ -131,6 +149,21 @@ def test_user_errors_are_not_retried_but_crashes_are():
     assert not _retryable(None, None, failed(StageFailed("x", 2, [])))
     assert _retryable(None, None, failed(StageFailed("x", -9, [])))
     assert _retryable(None, None, failed(RuntimeError("worker lost")))
+
+
+def test_subprocess_output_is_forwarded_line_by_line():
+    class Collect:
+        lines: list[str] = []
+
+        def info(self, fmt, *args):
+            self.lines.append(fmt % args)
+
+    log = Collect()
+    code = "import sys; print('first'); print('50%\\r100%'); sys.exit(3)"
+    with pytest.raises(StageFailed) as info:
+        run_streaming([sys.executable, "-c", code], child_env(None), log, "demo")
+    assert log.lines == ["[demo] first", "[demo] 100%"]
+    assert info.value.exit_code == 3 and "100%" in str(info.value)
 
 
 def test_device_pool_never_hands_out_a_gpu_twice():

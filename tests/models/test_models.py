@@ -36,7 +36,9 @@ def test_small_input_stem_keeps_resolution():
 
 
 def test_normalization_lives_in_the_model():
-    model = build_model(NS(arch="mlp", hidden=[4], activation="relu"), 3, 2, 4, mean=(0.5,), std=(0.25,))
+    model = build_model(
+        NS(arch="mlp", hidden=[4], activation="relu"), 3, 2, 4, mean=(0.5,), std=(0.25,)
+    )
     x = torch.rand(1, 3, 4, 4)
     assert torch.allclose(model.normalize(x), (x - 0.5) / 0.25)
 
@@ -45,7 +47,9 @@ def test_save_load_round_trip_and_head_replacement(tmp_path):
     spec = ModelSpec(arch="small_resnet", widths=[4, 4, 8, 8])
     torch.manual_seed(0)
     model = build_model(spec, 1, 5, 16, mean=(0.5,), std=(0.5,)).eval()
-    save_model(model, tmp_path / "m.pt", {"model": spec.model_dump(), "in_chans": 1, "image_size": 16})
+    save_model(
+        model, tmp_path / "m.pt", {"model": spec.model_dump(), "in_chans": 1, "image_size": 16}
+    )
     loaded, meta = load_model(tmp_path / "m.pt")
     loaded.eval()
     x = torch.rand(3, 1, 16, 16)

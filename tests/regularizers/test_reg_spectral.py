@@ -17,6 +17,7 @@ from pipeline.regularizers.spectral import (
     make_estimator,
     polyphase_kernel,
     power_iteration,
+    single_threaded,
 )
 
 RTOL = 1e-4
@@ -233,8 +234,6 @@ def test_exact_sigma_on_numpy_grid_dense_small_case(dense_sigma_max):
 
 
 def test_single_threaded_restores_the_thread_count():
-    from pipeline.regularizers.spectral import single_threaded
-
     torch.set_num_threads(2)
     with single_threaded(torch.device("cpu")):
         assert torch.get_num_threads() == 1

@@ -27,7 +27,9 @@ def test_cosine_period_is_the_run_length_unless_set():
 
 
 def test_step_schedule_and_warmup():
-    f = lr_multiplier(ScheduleSpec(kind="step", step_size=30, gamma=0.1), epochs=120, steps_per_epoch=2)
+    f = lr_multiplier(
+        ScheduleSpec(kind="step", step_size=30, gamma=0.1), epochs=120, steps_per_epoch=2
+    )
     assert f(59) == 1.0 and f(60) == pytest.approx(0.1) and f(180) == pytest.approx(1e-3)
     w = lr_multiplier(ScheduleSpec(kind="constant", warmup_epochs=2), epochs=5, steps_per_epoch=5)
     assert w(0) == pytest.approx(0.1) and w(9) == pytest.approx(1.0) and w(20) == 1.0
@@ -64,8 +66,14 @@ class _Tensors(torch.utils.data.Dataset):
 
 
 def _ctx(tmp_path, spec, fp="a"):
-    return FitContext(spec=spec, train_set=_Tensors(), checkpoints=CheckpointStore(tmp_path / "ck", fp),
-                      metrics_dir=tmp_path / "m", device=torch.device("cpu"), progress=False)
+    return FitContext(
+        spec=spec,
+        train_set=_Tensors(),
+        checkpoints=CheckpointStore(tmp_path / "ck", fp),
+        metrics_dir=tmp_path / "m",
+        device=torch.device("cpu"),
+        progress=False,
+    )
 
 
 def _model():
@@ -74,8 +82,12 @@ def _model():
 
 
 def test_non_finite_loss_stops_with_a_clear_error_and_keeps_the_checkpoint(tmp_path):
-    spec = TrainSpec(epochs=3, batch_size=16, checkpoint_every=1,
-                     optimizer={"lr_backbone": 1e30, "lr_head": 1e30, "weight_decay": 0.0})
+    spec = TrainSpec(
+        epochs=3,
+        batch_size=16,
+        checkpoint_every=1,
+        optimizer={"lr_backbone": 1e30, "lr_head": 1e30, "weight_decay": 0.0},
+    )
     with pytest.raises(TrainingError, match="non-finite loss") as info:
         fit(SupervisedModule(_model()), _ctx(tmp_path, spec))
     assert "last good checkpoint kept" in str(info.value)

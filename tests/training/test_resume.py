@@ -27,17 +27,29 @@ def _setup(directory: Path) -> None:
     params["pretrain"]["data"]["limit_train"] = 96  # 6 steps per epoch, 24 in all
     (directory / "params.yaml").write_text(yaml.safe_dump(params))
     env = {**os.environ, "PIPELINE_DEVICE": "cpu"}
-    subprocess.run([sys.executable, "-m", "pipeline", "prepare", "--dataset", "digits_0to4"],
-                   cwd=directory, check=True, env=env, capture_output=True)
+    subprocess.run(
+        [sys.executable, "-m", "pipeline", "prepare", "--dataset", "digits_0to4"],
+        cwd=directory,
+        check=True,
+        env=env,
+        capture_output=True,
+    )
 
 
 def _run(directory: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "pipeline", *ARGS], cwd=directory,
-                          capture_output=True, text=True, env={**os.environ, "PIPELINE_DEVICE": "cpu"})
+    return subprocess.run(
+        [sys.executable, "-m", "pipeline", *ARGS],
+        cwd=directory,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PIPELINE_DEVICE": "cpu"},
+    )
 
 
 def _final(directory: Path) -> dict:
-    return torch.load(directory / "artifacts/backbones/rep_spectral/model.pt", weights_only=False)["state_dict"]
+    return torch.load(directory / "artifacts/backbones/rep_spectral/model.pt", weights_only=False)[
+        "state_dict"
+    ]
 
 
 def test_killed_run_resumes_to_the_same_result(tmp_path):
@@ -47,9 +59,13 @@ def test_killed_run_resumes_to_the_same_result(tmp_path):
     assert _run(straight).returncode == 0
 
     ckpt = killed / "artifacts/checkpoints/pretrain/rep_spectral/last.pt"
-    proc = subprocess.Popen([sys.executable, "-m", "pipeline", *ARGS], cwd=killed,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            env={**os.environ, "PIPELINE_DEVICE": "cpu"})
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pipeline", *ARGS],
+        cwd=killed,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env={**os.environ, "PIPELINE_DEVICE": "cpu"},
+    )
     deadline = time.time() + 120
     # Wait until training is past epoch 1 (the regularizer's burn-in), then kill without warning.
     while time.time() < deadline:
@@ -76,9 +92,16 @@ def test_killed_run_resumes_to_the_same_result(tmp_path):
         assert torch.equal(a[key], b[key]), key
     hist_a = (straight / "metrics/pretrain/rep_spectral/history.csv").read_text().splitlines()
     hist_b = (killed / "metrics/pretrain/rep_spectral/history.csv").read_text().splitlines()
-    drop_time = [[c for i, c in enumerate(r.split(",")) if i != hist_a[0].split(",").index("seconds")]
-                 for r in hist_a], [
-        [c for i, c in enumerate(r.split(",")) if i != hist_b[0].split(",").index("seconds")] for r in hist_b]
+    drop_time = (
+        [
+            [c for i, c in enumerate(r.split(",")) if i != hist_a[0].split(",").index("seconds")]
+            for r in hist_a
+        ],
+        [
+            [c for i, c in enumerate(r.split(",")) if i != hist_b[0].split(",").index("seconds")]
+            for r in hist_b
+        ],
+    )
     assert drop_time[0] == drop_time[1]
 
     again = _run(killed)  # finished: a re-run resumes at the end and trains nothing

@@ -55,7 +55,7 @@ def test_transform_returns_two_different_views(method):
     torch.manual_seed(0)
     views = t(img)
     assert views.shape == (2, 1, 16, 16)
-    assert 0.0 <= float(views.min()) and float(views.max()) <= 1.0  # pixel space, no normalization
+    assert float(views.min()) >= 0.0 and float(views.max()) <= 1.0  # pixel space, no normalization
     assert not torch.allclose(views[0], views[1])
 
 
@@ -68,7 +68,9 @@ def test_projector_never_receives_a_regularizer_gradient():
     penalty.backward()
     assert all(p.grad is None for p in module.projector.parameters())
     assert all(p.grad is None for p in module.model.head.parameters())
-    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in module.model.backbone.parameters())
+    assert any(
+        p.grad is not None and p.grad.abs().sum() > 0 for p in module.model.backbone.parameters()
+    )
     assert not any(p.requires_grad for p in module.model.head.parameters())
 
 

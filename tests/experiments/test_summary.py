@@ -1,0 +1,155 @@
+"""The summary states a claim as reproduced or not from the numbers it is given."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from pipeline.experiments import summary as S
+
+SEEDS = range(6)
+RNG = np.random.default_rng(0)
+
+
+def _noise(scale: float = 0.01) -> float:
+    return float(RNG.normal(0, scale))
+
+
+def xor_runs(order: dict[str, float], margin: dict[str, float] | None = None) -> list[dict]:
+    """Synthetic XOR runs: mean Δ per variant from ``order``, plus fixed σ and volume data."""
+    margin = margin or order
+    rows = []
+    for wd in (0.0, 1e-4):
+        for v in ("none", "ll_spectral", "rep_spectral"):
+            for seed in SEEDS:
+                feat_drop = {"none": 0.0, "ll_spectral": -0.5, "rep_spectral": -2.0}[v]
+                head = {"none": 0.0, "ll_spectral": -2.0, "rep_spectral": 0.5}[v]
+                vol = {"none": 3.0, "ll_spectral": 2.5, "rep_spectral": 1.0}[v]
+                d = order[v] + _noise()
+                rows.append({
+                    "weight_decay": wd, "variant": v, "seed": seed,
+                    "mean_distance": d, "distances": [d] * 4,
+                    "mean_grid_margin": margin[v] + _noise(), "grid_margins": [margin[v]] * 4,
+                    "centre_volume_median": vol + _noise(),
+                    "sigma_branch/backbone.net.1": 8.0, "sigma_final/backbone.net.1":
+                        8.0 + feat_drop + _noise(),
+                    "sigma_branch/head": 8.0, "sigma_final/head": 8.0 + head + _noise(),
+                })  # fmt: skip
+    return rows
+
+
+def _verdicts(claims):
+    return {c.key: c.verdict for c in claims}
+
+
+def test_xor_claims_reproduced_when_rep_spectral_is_largest():
+    m = {"runs": xor_runs({"none": 0.7, "ll_spectral": 0.72, "rep_spectral": 0.9}),
+         "feature_layers": ["backbone.net.1"]}  # fmt: skip
+    v = _verdicts(S.xor_claims(m, min_t=2.0))
+    assert v == {k: S.REPRODUCED for k in v}
+
+
+def test_xor_claims_not_reproduced_when_rep_spectral_is_smallest():
+    order = {"none": 0.9, "ll_spectral": 0.8, "rep_spectral": 0.6}
+    m = {"runs": xor_runs(order), "feature_layers": ["backbone.net.1"]}
+    v = _verdicts(S.xor_claims(m, min_t=2.0))
+    assert v["xor_fig2"] == S.NOT and v["xor_fig2_exact"] == S.NOT
+    assert v["xor_fig3b"] == S.REPRODUCED  # the volume data still say so
+
+
+def test_mixed_and_noisy_evidence():
+    # rep beats none clearly but ties ll within noise: partly / weak, never "reproduced".
+    runs = xor_runs({"none": 0.5, "ll_spectral": 0.899, "rep_spectral": 0.9})
+    claim = S.xor_claims({"runs": runs}, min_t=2.0)[0]
+    assert claim.verdict in (S.PARTLY, S.WEAK)
+    c = S.Comparison("x", [1.0, 1.2, 0.9], [1.0, 1.0, 1.0])
+    assert c.verdict(min_t=2.0) == S.WEAK  # right sign, t < 2
+    assert S.Comparison("x", [], []).verdict(2.0) == S.MISSING
+    assert S.Claim("k", "s", "t").judge(2.0).verdict == S.MISSING
+
+
+def test_comparison_statistics():
+    c = S.Comparison("rep − none", [2.0, 3.0, 4.0], [1.0, 1.0, 1.0])
+    assert c.mean_diff == pytest.approx(2.0)
+    assert c.t == pytest.approx(2.0 / (1.0 / math.sqrt(3)))
+    assert c.wins == 3 and c.relative == pytest.approx(2.0)
+    assert "+200.0%" in c.describe() and "3/3 seeds" in c.describe()
+    assert S.Comparison("lower", [1.0, 1.0], [2.0, 2.0], sign=-1).verdict(2.0) == S.REPRODUCED
+
+
+def digits_runs(acc: dict, dist: dict, ro_acc: dict, ro_dist: dict) -> list[dict]:
+    return [
+        {"variant": v, "seed": s, "test_acc": acc[v] + _noise(0.001),
+         "mean_distance": dist[v] + _noise(0.002), "readout_test_acc": ro_acc[v] + _noise(0.001),
+         "readout_mean_distance": ro_dist[v] + _noise(0.002)}
+        for v in ("none", "ll_spectral", "rep_spectral")
+        for s in SEEDS
+    ]  # fmt: skip
+
+
+def test_digits_claims_both_ways():
+    paper_like = digits_runs(
+        acc={"none": 0.98, "ll_spectral": 0.95, "rep_spectral": 0.97},
+        dist={"none": 0.6, "ll_spectral": 0.62, "rep_spectral": 0.7},
+        ro_acc={"none": 0.98, "ll_spectral": 0.97, "rep_spectral": 0.978},
+        ro_dist={"none": 0.6, "ll_spectral": 0.62, "rep_spectral": 0.7},
+    )
+    v = _verdicts(S.digits_claims({"runs": paper_like}, min_t=2.0, tolerance=0.01))
+    assert v == {k: S.REPRODUCED for k in v}
+
+    opposite = digits_runs(
+        acc={"none": 0.95, "ll_spectral": 0.98, "rep_spectral": 0.96},
+        dist={"none": 0.7, "ll_spectral": 0.62, "rep_spectral": 0.6},
+        ro_acc={"none": 0.98, "ll_spectral": 0.97, "rep_spectral": 0.95},
+        ro_dist={"none": 0.7, "ll_spectral": 0.62, "rep_spectral": 0.6},
+    )
+    v = _verdicts(S.digits_claims({"runs": opposite}, min_t=2.0, tolerance=0.01))
+    assert v == {k: S.NOT for k in v}
+
+
+def test_readout_accuracy_tolerance():
+    # rep 0.5 points below none: within a 1-point tolerance, outside a 0.1-point one.
+    runs = digits_runs(
+        acc=dict.fromkeys(("none", "ll_spectral", "rep_spectral"), 0.97),
+        dist=dict.fromkeys(("none", "ll_spectral", "rep_spectral"), 0.6),
+        ro_acc={"none": 0.98, "ll_spectral": 0.98, "rep_spectral": 0.975},
+        ro_dist=dict.fromkeys(("none", "ll_spectral", "rep_spectral"), 0.6),
+    )
+    loose = _verdicts(S.digits_claims({"runs": runs}, 2.0, tolerance=0.01))
+    strict = _verdicts(S.digits_claims({"runs": runs}, 2.0, tolerance=0.001))
+    assert loose["digits_fig6_acc"] == S.REPRODUCED and strict["digits_fig6_acc"] == S.NOT
+
+
+def _diag(dim90: int, acc1: float, noise: float | None) -> dict:
+    return {
+        "effective_dimension": {"0.9": dim90, "0.99": dim90 + 5},
+        "compression_accuracy": {"1": acc1, "10": 0.9},
+        "noise_accuracy": None if noise is None else {"0.0": 0.95, "0.4": noise, "1.0": noise},
+        "variance_ratio": [0.5, 1.0],
+        "weights": [{"layer": "conv", "effective_rank": 2.0, "effective_sparsity": 5.0}],
+    }
+
+
+def test_diagnostics_claims_single_run_are_never_clear():
+    good = S.diagnostics_claims({"none": _diag(10, 0.4, 0.5), "lr": _diag(3, 0.6, 0.7)})
+    assert {c.verdict for c in good} == {S.WEAK}
+    bad = S.diagnostics_claims({"none": _diag(3, 0.6, 0.7), "lr": _diag(10, 0.4, 0.5)})
+    assert {c.verdict for c in bad} == {S.NOT}
+    skipped = S.diagnostics_claims({"none": _diag(10, 0.4, None), "lr": _diag(3, 0.6, None)})
+    assert skipped[2].verdict == S.MISSING and "skipped" in skipped[2].measured
+    assert {c.verdict for c in S.diagnostics_claims({})} == {S.MISSING}
+
+
+def test_render_states_each_claim_and_verdict():
+    m = {"runs": xor_runs({"none": 0.7, "ll_spectral": 0.72, "rep_spectral": 0.9})}
+    claims = S.xor_claims(m, 2.0) + S.diagnostics_claims({})
+    text = S.render(claims, {"Cost": S.cost_section({"xor": 120.0, "digits_mlp": 300.0}, 30)},
+                    ["a deviation"])  # fmt: skip
+    for c in claims:
+        assert f"`{c.key}`" in text and c.statement in text
+    assert "| `xor_fig2` | rep-spectral F.1, Fig. 2 | **reproduced** |" in text
+    assert "total 7.0 min, within the 30-minute budget" in text
+    assert "* a deviation" in text
+    assert "OVER" in S.cost_section({"xor": 3600.0}, 30)
