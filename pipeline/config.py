@@ -42,6 +42,9 @@ class RunSpec(Strict):
     """Where and how stages execute (none of this changes results, so no stage depends on it)."""
 
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    # CPU intra-op threads; 0 keeps torch's default. Small CPU workloads run faster on one
+    # thread: an OpenMP team stalls at every barrier whenever another process holds a core.
+    threads: int = Field(1, ge=0)
     num_workers: int = Field(0, ge=0)
     progress: bool = True
 

@@ -103,7 +103,8 @@ def tangent_attack(
     ``predict(inputs) -> labels`` answers hard labels for inputs shaped like ``x[1:]``; a
     :class:`~pipeline.attacks.oracle.LabelOracle` (or anything with ``takes_owners = True``) is
     also given ``owners=``, the sample index of each row, so it can count queries per sample
-    independently of the attack.
+    independently of the attack. ``predict`` must not keep references to its inputs: probe
+    buffers are reused from one call to the next.
 
     ``iterations`` is T. ``max_queries`` (int or per-sample tensor) is a query budget that no
     sample exceeds: a sample drops out when it cannot pay for one more probe, tangent test and

@@ -9,8 +9,6 @@ from collections.abc import Sequence
 
 import numpy as np
 from PIL import Image
-from sklearn.datasets import load_digits
-from sklearn.model_selection import train_test_split
 
 from pipeline.data.base import ArrayDataset
 from pipeline.errors import ConfigError
@@ -27,6 +25,9 @@ def split_indices(
     of classes a stage asks for (pretraining and transfer target never trade test images).
     """
     index = np.arange(len(labels))
+    # scikit-learn is imported here, not at module level: stages that only read shards skip it.
+    from sklearn.model_selection import train_test_split
+
     train, test = train_test_split(
         index, test_size=test_fraction, stratify=labels, random_state=split_seed
     )
@@ -57,6 +58,8 @@ def open_digits(
     keep = list(range(10)) if classes is None else [_digit(c) for c in classes]
     if not keep or len(set(keep)) != len(keep):
         raise ConfigError(f"digits classes must be a non-empty list without repeats; got {classes}")
+
+    from sklearn.datasets import load_digits
 
     bunch = load_digits()
     labels = np.asarray(bunch.target)

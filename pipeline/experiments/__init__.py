@@ -6,6 +6,6 @@
 * :mod:`.summary` — every claim next to what was measured, with a verdict.
 
 Run one with ``python -m pipeline.experiments <command> --params experiments/params.yaml`` from
-the repository root, or all with ``dvc repro experiments/dvc.yaml``. Outputs go to
+the repository root, or all with ``cd experiments && dvc repro``. Outputs go to
 ``reports/papers/``.
 """

@@ -123,6 +123,9 @@ class DigitsSettings(Strict):
     readout: ReadoutSettings = Field(default_factory=ReadoutSettings)
     n_attack: int = Field(1000, ge=1, description="test images attacked per model (at most all)")
     attack: AttackSettings = Field(default_factory=AttackSettings)
+    check_iterations: int | None = Field(
+        40, ge=1, description="also attack the first seed with this T (null: no check)"
+    )
 
     @field_validator("variants")
     @classmethod

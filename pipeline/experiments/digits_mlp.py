@@ -207,7 +207,8 @@ def run(cfg: ExperimentsConfig) -> dict:
     order = attack_order(data["x_test"].shape[0], s.attack.seed)
     rows = []
     for i, seed in enumerate(tqdm(s.seeds, desc="digits seeds", disable=not cfg.run.progress)):
-        check = 40 if i == 0 and s.attack.iterations < 40 else None
+        longer = s.check_iterations
+        check = longer if i == 0 and longer and longer != s.attack.iterations else None
         rows += run_seed(s, data, seed, order, check)
     extra = {
         "train_size": int(data["x_train"].shape[0]),

@@ -72,22 +72,19 @@ def _near_centres(points: torch.Tensor, centres: torch.Tensor, radius: float) ->
     return (torch.cdist(points, centres) <= radius).any(dim=1)
 
 
-def model_maps(model, s: XorSettings, x: torch.Tensor, steps: int) -> dict:
-    """Decision map and volume element of ``model`` on a ``steps × steps`` grid of the window."""
+def model_maps(model, s: XorSettings, x: torch.Tensor, steps: int, volume: bool = True) -> dict:
+    """Decision map (and volume element of Φ) on a ``steps × steps`` grid of the window."""
     lo, hi = s.maps.window
     g = grid((lo, hi), (lo, hi), steps)
     model.eval()
-    decisions = decision_map(model, g).numpy()
-    volume = volume_element(model.backbone, g.points).numpy()
-    near = _near_centres(g.points, x, s.maps.center_radius).numpy()
-    return {
-        "xs": g.xs.numpy(),
-        "ys": g.ys.numpy(),
-        "decisions": decisions,
-        "volume": g.as_image(volume),
-        "centre_volume_median": float(np.median(volume[near])),
-        "centre_log10_volume_mean": float(np.mean(np.log10(np.maximum(volume[near], 1e-30)))),
-    }
+    out = {"xs": g.xs.numpy(), "ys": g.ys.numpy(), "decisions": decision_map(model, g).numpy()}
+    if volume:
+        vol = volume_element(model.backbone, g.points).numpy()
+        near = _near_centres(g.points, x, s.maps.center_radius).numpy()
+        out["volume"] = g.as_image(vol)
+        out["centre_volume_median"] = float(np.median(vol[near]))
+        out["centre_log10_volume_mean"] = float(np.mean(np.log10(np.maximum(vol[near], 1e-30))))
+    return out
 
 
 def _settings(s: XorSettings, wd: float, epochs: int) -> TrainSettings:
@@ -150,7 +147,7 @@ def evaluate(s: XorSettings, trained: dict, progress: bool = True) -> tuple[list
         attack = run_attack(
             model, x[correct], y[correct], s.attack, pool=(x, y), seed_offset=seed
         ) if correct.numel() else {"distances": [], "mean_distance": math.nan}  # fmt: skip
-        fine = model_maps(model, s, x, s.maps.steps)
+        fine = model_maps(model, s, x, s.maps.steps, volume=seed == s.maps.seed)
         margins = grid_margin(fine["decisions"], fine["xs"], fine["ys"], x[correct], y[correct])
         stats = model_maps(model, s, x, s.maps.stats_steps)
         if seed == s.maps.seed:

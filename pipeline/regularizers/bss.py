@@ -9,6 +9,7 @@ from __future__ import annotations
 import torch
 
 from pipeline.regularizers.base import Regularizer, StepContext
+from pipeline.regularizers.threads import single_threaded
 
 
 def bss_penalty(features: torch.Tensor, k: int = 1) -> torch.Tensor:
@@ -36,7 +37,8 @@ class BatchSpectralShrinkage(Regularizer):
         if ctx.features is None:
             raise RuntimeError("BSS needs StepContext.features")
         features = ctx.features.flatten(1)
-        with torch.autocast(device_type=features.device.type, enabled=False):
+        device = features.device
+        with torch.autocast(device_type=device.type, enabled=False), single_threaded(device):
             value = self.strength * bss_penalty(features, self.k)
         self._last = value.detach()
         return value

@@ -26,7 +26,8 @@ from pipeline.regularizers.layers import (
     select_weight_layers,
     unwrap,
 )
-from pipeline.regularizers.spectral import SpectralEstimator, make_estimator, single_threaded
+from pipeline.regularizers.spectral import SpectralEstimator, make_estimator
+from pipeline.regularizers.threads import single_threaded
 
 HEAD_NAME = "head"
 
@@ -48,6 +49,10 @@ class RepSpectral(Regularizer):
     ``refresh_every`` optimizer steps between full-spectrum refreshes; ``layers`` module-name
     prefixes within the backbone (empty = all); ``top_frequencies`` candidates kept per conv.
     The first refresh runs at least ``init_power_steps`` steps, since the vectors start random.
+
+    The power-iteration state is created by :meth:`attach` (its shapes depend on each conv's
+    input size), so a checkpoint's ``state_dict`` is loaded after ``attach`` on the same
+    architecture and resolution.
     """
 
     name = "rep_spectral"
@@ -162,7 +167,11 @@ class RepSpectral(Regularizer):
     @torch.no_grad()
     def exact_sigma_max(self) -> dict[str, float]:
         """Exact σ_max per layer: full SVD over all frequencies for convs."""
-        return {name: float(est.exact(module.weight)) for name, module, est in self._pairs()}
+        pairs = self._pairs()
+        if not pairs:
+            return {}
+        with single_threaded(pairs[0][1].weight.device):
+            return {name: float(est.exact(module.weight)) for name, module, est in pairs}
 
     @torch.no_grad()
     def diagnostics(self) -> dict[str, float]:

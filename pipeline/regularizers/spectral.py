@@ -36,36 +36,16 @@ v·⌊b/s_w⌋/W))``, i.e. one thin matrix product with the kernel in its own me
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from pipeline.regularizers.threads import single_threaded
+
 # Complex entries per frequency chunk in a refresh or exact SVD: bounds transient memory.
 _CHUNK_ELEMENTS = 1 << 22
-
-
-@contextmanager
-def single_threaded(device: torch.device) -> Iterator[None]:
-    """Run CPU work on one intra-op thread; no effect on other devices.
-
-    The estimators' products are thin and memory-bound: a second thread gains little, while an
-    OpenMP team on a shared machine can stall at every barrier when another process holds a
-    core (measured here: 17-40 ms instead of 1.2 ms for one 512×4608 product). Switching the
-    thread count is free.
-    """
-    threads = torch.get_num_threads()
-    if device.type != "cpu" or threads == 1:
-        yield
-        return
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
 
 
 class _KernelProduct(torch.autograd.Function):
@@ -251,13 +231,27 @@ def conv_sigma_max(
     return _max_svdval(matrices)
 
 
-def dft_blocks(poly: torch.Tensor, geom: ConvGeometry, freqs: torch.Tensor) -> torch.Tensor:
+def dft_taps(poly: torch.Tensor) -> torch.Tensor:
+    """The polyphase kernel as a complex ``(A·B) × (G·r·c·s_h·s_w)`` matrix for :func:`dft_blocks`.
+
+    Computing it once per refresh, not once per chunk of frequencies, saves a kernel-sized copy
+    per chunk.
+    """
+    G, r, c, A, sh, B, sw = poly.shape
+    cdtype = torch.complex128 if poly.dtype == torch.float64 else torch.complex64
+    return poly.permute(3, 5, 0, 1, 2, 4, 6).reshape(A * B, -1).to(cdtype)
+
+
+def dft_blocks(
+    poly: torch.Tensor, geom: ConvGeometry, freqs: torch.Tensor, taps: torch.Tensor | None = None
+) -> torch.Tensor:
     """Operator blocks ``(G, T, r, c)`` at one-sided frequency indices ``freqs`` by a direct DFT.
 
     ``K̂_ij(u, v) = Σ_{p,q} K[p·s_h + i, q·s_w + j] · exp(-2πi(u·p/H + v·q/W))`` with
     ``u = f // (W//2+1)``, ``v = f % (W//2+1)``: the same numbers as the FFT in
     :func:`conv_frequency_matrices`, but only at the requested frequencies, computed as one
-    real matrix product over the tiny ``A × B`` polyphase support (cheap, differentiable).
+    complex matrix product over the tiny ``A × B`` polyphase support. ``taps`` is
+    ``dft_taps(poly)`` when the caller already has it.
     """
     G, r, c, A, sh, B, sw = poly.shape
     H, W = geom.freq_hw
@@ -266,9 +260,8 @@ def dft_blocks(poly: torch.Tensor, geom: ConvGeometry, freqs: torch.Tensor) -> t
     p = torch.arange(A, device=poly.device, dtype=poly.dtype)
     q = torch.arange(B, device=poly.device, dtype=poly.dtype)
     angle = (-2 * math.pi) * (u[:, None, None] * p[:, None] / H + v[:, None, None] * q / W)
-    angle = angle.reshape(freqs.shape[0], A * B)  # (T, A·B)
-    taps = poly.permute(3, 5, 0, 1, 2, 4, 6).reshape(A * B, -1)  # columns (g, r, c, i, j)
-    blocks = torch.complex(torch.cos(angle) @ taps, torch.sin(angle) @ taps)  # (T, G·r·c·s²)
+    phase = torch.polar(torch.ones_like(angle), angle).reshape(freqs.shape[0], A * B)
+    blocks = phase @ (dft_taps(poly) if taps is None else taps)  # (T, G·r·c·s²), written once
     return blocks.reshape(-1, G, r, c * sh * sw).transpose(0, 1)
 
 
@@ -294,14 +287,17 @@ def power_iteration(
     """Batched power iteration for the top right singular vector; complex or real.
 
     ``matrices``: ``(..., r, c)``; ``v``: ``(..., c)`` unit vectors (warm start). Each step is
-    ``u ← M v / ‖M v‖``, ``v ← Mᴴ u / ‖Mᴴ u‖``. Returns the new ``v`` and ``‖M v‖``, a lower bound
-    on σ_max of each matrix that becomes exact as ``v`` converges.
+    ``u ← M v / ‖M v‖``, ``v ← Mᴴ u / ‖Mᴴ u‖``. Returns the new ``v`` and the estimate ``‖Mᴴ u‖``
+    of the last step (``‖M v‖`` for zero steps): a lower bound on σ_max of each matrix, at least
+    ``‖M v‖`` of the previous iterate, and exact once ``v`` has converged.
     """
+    if steps < 1:
+        return v, torch.linalg.vector_norm(_matvec(matrices, v), dim=-1)
     for _ in range(steps):
         u = _normalize(_matvec(matrices, v), torch.zeros_like(v[..., :1]))
-        v = _normalize(_rmatvec(matrices, u), v)
-    sigma = torch.linalg.vector_norm(_matvec(matrices, v), dim=-1)
-    return v, sigma
+        w = _rmatvec(matrices, u)
+        v = _normalize(w, v)
+    return v, torch.linalg.vector_norm(w, dim=-1)
 
 
 def _squared_norm(x: torch.Tensor) -> torch.Tensor:
@@ -423,6 +419,10 @@ class ConvSpectralEstimator(SpectralEstimator):
     ``(..., 2)`` view; ``candidates`` — ``(group, frequency)`` of the ``top_frequencies`` largest
     estimates at the last refresh; ``ready`` — whether a refresh has happened.
 
+    A refresh runs ``steps`` power steps at every frequency, then up to ``refine_steps`` more on
+    the ``pool_factor × top_frequencies`` best (capped at about two extra passes over the
+    spectrum, and by memory), and keeps the best of those as candidates.
+
     Between refreshes the value is ``max_t ‖K̂(f_t) v_t‖²`` over the candidates only. Taking the
     argmax from the last refresh is what makes a step cheap; keeping a few candidates (and
     stepping their vectors every step) covers a top frequency that overtakes another between
@@ -437,11 +437,15 @@ class ConvSpectralEstimator(SpectralEstimator):
         top_frequencies: int = 4,
         init_power_steps: int = 20,
         seed: int = 0,
+        pool_factor: int = 8,
+        refine_steps: int = 10,
     ):
         super().__init__()
         self.geom = geom
         self.top_frequencies = top_frequencies
         self.init_power_steps = init_power_steps
+        self.pool_factor = pool_factor
+        self.refine_steps = refine_steps
         c_out, c_in_g = weight.shape[:2]
         sh, sw = geom.stride
         self.rows, self.cols = c_out // geom.groups, c_in_g * sh * sw
@@ -471,16 +475,29 @@ class ConvSpectralEstimator(SpectralEstimator):
         n_freqs = self.geom.num_freqs
         chunk = max(1, _CHUNK_ELEMENTS // max(1, self.geom.groups * self.rows * self.cols))
         freqs = torch.arange(n_freqs, device=weight.device)
+        taps = dft_taps(poly)
         sigmas = []
         for f0 in range(0, n_freqs, chunk):
             span = slice(f0, min(n_freqs, f0 + chunk))
-            blocks = dft_blocks(poly, self.geom, freqs[span])
+            blocks = dft_blocks(poly, self.geom, freqs[span], taps)
             v, sigma = power_iteration(blocks, self._vectors(rdtype, slice(None), span), steps)
             self._store(v, slice(None), span)
             sigmas.append(sigma)
-        sigma = torch.cat(sigmas, dim=1).masked_fill(~self.canonical, -1.0)
-        top = torch.topk(sigma.reshape(-1), self.candidates.shape[0]).indices
-        self.candidates.copy_(torch.stack([top // n_freqs, top % n_freqs], dim=1))
+        sigma = torch.cat(sigmas, dim=1).masked_fill(~self.canonical, -1.0).reshape(-1)
+        # Estimates after a few warm-started steps are close to each other when the spectrum
+        # is flat, so ranking them directly picks the wrong frequencies. Converge a pool of the
+        # best ones further (cheap: only the pool's blocks) and rank that instead.
+        count = self.candidates.shape[0]
+        pool_size = min(sigma.numel(), max(count, min(self.pool_factor * count, chunk)))
+        # at most ~2 extra passes' worth of block products, so small spectra stay cheap
+        refine_steps = max(1, min(self.refine_steps, 2 * sigma.numel() // pool_size))
+        pool = torch.topk(sigma, pool_size)
+        g, f = pool.indices // n_freqs, pool.indices % n_freqs
+        blocks = dft_blocks(poly, self.geom, f, taps)[g, torch.arange(g.numel(), device=g.device)]
+        v, refined = power_iteration(blocks, self._vectors(rdtype, g, f), refine_steps)
+        self._store(v, g, f)
+        top = torch.topk(refined, self.candidates.shape[0]).indices
+        self.candidates.copy_(torch.stack([g[top], f[top]], dim=1))
         self._phase_cache = None
         self._mark_ready()
 

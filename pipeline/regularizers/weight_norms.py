@@ -16,6 +16,7 @@ from torch import nn
 
 from pipeline.regularizers.base import Regularizer, StepContext
 from pipeline.regularizers.layers import backbone_of, select_weight_layers, weight_matrix
+from pipeline.regularizers.threads import single_threaded
 
 
 def nuclear_norm(W: torch.Tensor) -> torch.Tensor:
@@ -68,8 +69,8 @@ class _WeightNormRegularizer(Regularizer):
             raise RuntimeError(f"{self.name}: call attach(model, example_inputs) first")
         if not self._targets:
             return torch.zeros(())
-        device_type = self._targets[0][1].weight.device.type
-        with torch.autocast(device_type=device_type, enabled=False):
+        device = self._targets[0][1].weight.device
+        with torch.autocast(device_type=device.type, enabled=False), single_threaded(device):
             total = sum(self.norm(_full_precision(m.weight)) for _, m in self._targets)
         return self.strength * total
 
@@ -78,9 +79,10 @@ class _WeightNormRegularizer(Regularizer):
         out: dict[str, float] = {}
         total = 0.0
         for name, module in self._targets:
-            out[f"effective_rank/{name}"] = effective_rank(module.weight)
-            out[f"effective_sparsity/{name}"] = effective_sparsity(module.weight)
-            total += float(self.norm(module.weight.double()))
+            with single_threaded(module.weight.device):
+                out[f"effective_rank/{name}"] = effective_rank(module.weight)
+                out[f"effective_sparsity/{name}"] = effective_sparsity(module.weight)
+                total += float(self.norm(module.weight.double()))
         out["penalty_value"] = self.strength * total
         return out
 

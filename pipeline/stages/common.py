@@ -101,6 +101,8 @@ class StageRun:
 def start(cfg, seed: int) -> StageRun:
     """Pick the device, join DDP if launched by torchrun, and seed (rank-offset-free: DDP syncs)."""
     device = runtime.pick_device(cfg.run.device)
+    if device.type == "cpu" and cfg.run.threads:
+        torch.set_num_threads(cfg.run.threads)
     info = init_distributed(device)
     runtime.seed_everything(seed)
     return StageRun(device=device, dist=info)

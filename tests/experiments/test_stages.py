@@ -15,18 +15,19 @@ def _tiny_config(tmp_path) -> ExperimentsConfig:
     params = yaml.safe_load((REPO / "experiments" / "params.yaml").read_text())
     params["run"]["progress"] = False
     x = params["xor"]
-    x.update(out=str(tmp_path / "xor"), seeds=[0, 1], epochs=60, log_every=20)
+    x.update(out=str(tmp_path / "xor"), seeds=[0], epochs=60, log_every=20)
     for regs in x["variants"].values():
         for r in regs:
             r.update(burn_in=40, strength=0.01)
     x["attack"]["iterations"] = 2
-    x["maps"].update(steps=11, stats_steps=11)
+    x["maps"].update(steps=9, stats_steps=9)
     d = params["digits_mlp"]
     d.update(out=str(tmp_path / "digits"), seeds=[0], hidden=[16], epochs=4, n_attack=5)
     for regs in d["variants"].values():
         for r in regs:
             r.update(burn_in=2)
     d["attack"]["iterations"] = 2
+    d["check_iterations"] = 3
     params["diagnostics"]["out"] = str(tmp_path / "diag")
     params["summary"]["out"] = str(tmp_path / "summary.md")
     return ExperimentsConfig.model_validate(params)
@@ -41,7 +42,7 @@ def test_xor_and_digits_stages_write_every_output(tmp_path):
                  "fig3_maps_wd0.0001.png", "fig4_sigma.png"):  # fmt: skip
         assert (out / name).is_file(), name
     m = json.loads((out / "metrics.json").read_text())
-    assert m["branch_epoch"] == 40 and len(m["runs"]) == 2 * 3 * 2
+    assert m["branch_epoch"] == 40 and len(m["runs"]) == 2 * 3
     for r in m["runs"]:
         assert r["train_acc"] == 1.0 and r["mean_distance"] > 0 and r["mean_grid_margin"] > 0
         assert r["sigma_branch/head"] > 0 and r["sigma_final/backbone.net.1"] > 0
@@ -60,7 +61,7 @@ def test_xor_and_digits_stages_write_every_output(tmp_path):
     for r in m["runs"]:
         assert 0.5 < r["test_acc"] <= 1 and 0.5 < r["readout_test_acc"] <= 1
         assert r["attacked"] == 5 and r["mean_distance"] > 0 and r["readout_mean_distance"] > 0
-        assert r["check_iterations"] == 40  # seed 0 is also attacked longer
+        assert r["check_iterations"] == 3  # seed 0 is also attacked longer
 
     summary.run(cfg)
     text = (tmp_path / "summary.md").read_text()

@@ -17,8 +17,8 @@ from pipeline.regularizers.spectral import (
     make_estimator,
     polyphase_kernel,
     power_iteration,
-    single_threaded,
 )
+from pipeline.regularizers.threads import single_threaded
 
 RTOL = 1e-4
 
