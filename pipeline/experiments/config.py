@@ -34,7 +34,10 @@ class AttackSettings(Strict):
     init_probes: int = Field(100, ge=1)
     max_probes: int = Field(10_000, ge=1)
     box: tuple[float, float] = (0.0, 1.0)
-    chunk_size: int = Field(8192, ge=1)
+    # Rows per model call. 2048 keeps a 2000-unit hidden layer's activations (16 MB) below
+    # glibc's largest mmap threshold, so buffers are reused instead of faulted in on every call
+    # (8192 rows measured as much system time as user time).
+    chunk_size: int = Field(2048, ge=1)
     seed: int = 0
 
     @model_validator(mode="after")

@@ -18,11 +18,19 @@ COLORS = {
     "ll_spectral": "tab:orange",
     "rep_spectral": "tab:blue",
     "lr": "tab:green",
+    "simclr": "tab:purple",
+    "simclr_rep_spectral": "tab:cyan",
+    "barlow_twins": "tab:brown",
+    "barlow_twins_rep_spectral": "tab:olive",
 }
+_SPARE = ("tab:red", "tab:pink", "black", "gold", "navy", "teal")
 
 
 def color(name: str) -> str:
-    return COLORS.get(name, "tab:purple")
+    """A fixed colour per variant, so one variant looks the same in every figure."""
+    if name in COLORS:
+        return COLORS[name]
+    return _SPARE[sum(map(ord, name)) % len(_SPARE)]
 
 
 def save_figure(fig, path: str | Path) -> None:

@@ -1,4 +1,8 @@
-"""``experiments/dvc.yaml`` and ``experiments/params.yaml`` agree with the code and the main DAG."""
+"""``experiments/dvc.yaml`` and ``experiments/params.yaml`` agree with the code and the main DAG.
+
+``experiments/`` is a DVC sub-project (``cd experiments && dvc repro``): its stages read the
+main DAG's models as files, so the main DAG must have been reproduced first.
+"""
 
 from __future__ import annotations
 
@@ -118,29 +122,24 @@ def test_code_deps_cover_every_imported_module(stage):
     assert not unused, f"{stage} depends on code it never imports (needless re-runs): {unused}"
 
 
-def test_dvc_resolves_the_pipeline_and_links_it_to_the_main_dag():
+def test_dvc_resolves_the_sub_project_and_reads_the_main_dag_outputs():
+    """``experiments/`` is its own DVC project: stages resolve there, inputs are main-DAG files."""
     pytest.importorskip("dvc")
     from dvc.repo import Repo
 
-    with Repo(str(REPO)) as repo:
-        names = {s.addressing for s in repo.index.stages if "experiments" in str(s.path)}
+    cfg = load_experiments_config(PARAMS)
+    with Repo(str(REPO / "experiments")) as repo:
         graph = repo.index.graph
         by_name = {s.addressing: s for s in graph.nodes}
-    cfg = load_experiments_config(PARAMS)
-    expected = {f"experiments/dvc.yaml:{n}" for n in ("xor", "digits_mlp", "summary")}
-    expected |= {f"experiments/dvc.yaml:diagnostics@{b}" for b in cfg.diagnostics.backbones}
-    assert names == expected
-    # DVC links a diagnostics stage to the main DAG's pretrain and finetune stages.
-    upstream = {
-        s.addressing
-        for s in graph.successors(
-            by_name[f"experiments/dvc.yaml:diagnostics@{cfg.diagnostics.backbones[0]}"]
-        )
-    }  # noqa: E501
-    assert any(u.startswith("pretrain@") for u in upstream)
-    assert any(u.startswith("finetune@") for u in upstream)
-    summary_up = {s.addressing for s in graph.successors(by_name["experiments/dvc.yaml:summary"])}
-    assert expected - {"experiments/dvc.yaml:summary"} <= summary_up
+        expected = {"xor", "digits_mlp", "summary"}
+        expected |= {f"diagnostics@{b}" for b in cfg.diagnostics.backbones}
+        assert set(by_name) == expected
+        first = cfg.diagnostics.backbones[0]
+        deps = {Path(d.fs_path).resolve() for d in by_name[f"diagnostics@{first}"].deps}
+        assert (REPO / "artifacts" / "backbones" / first / "model.pt").resolve() in deps
+        assert any("finetune" in p.parts for p in deps)
+        upstream = {s.addressing for s in graph.successors(by_name["summary"])}
+    assert expected - {"summary"} <= upstream
 
 
 def test_cli_summary_without_inputs_and_a_bad_parameter(tmp_path, capsys):

@@ -70,6 +70,16 @@ def test_mixed_and_noisy_evidence():
     assert S.Claim("k", "s", "t").judge(2.0).verdict == S.MISSING
 
 
+def test_a_clearly_contradicted_comparison_makes_the_claim_not_reproduced():
+    clear_yes = S.Comparison("yes", [2.0, 2.1, 1.9], [1.0, 1.0, 1.0])
+    clear_no = S.Comparison("no", [0.5, 0.6, 0.4], [1.0, 1.0, 1.0])
+    weak_no = S.Comparison("weak no", [0.9, 1.2, 0.8], [1.0, 1.0, 1.0])
+    assert clear_no.verdict(2.0) == S.CONTRADICTED and weak_no.verdict(2.0) == S.NOT
+    claim = S.Claim("k", "s", "t", [clear_yes, clear_no]).judge(2.0)
+    assert claim.verdict == S.NOT
+    assert S.Claim("k", "s", "t", [clear_yes, weak_no]).judge(2.0).verdict == S.PARTLY
+
+
 def test_comparison_statistics():
     c = S.Comparison("rep − none", [2.0, 3.0, 4.0], [1.0, 1.0, 1.0])
     assert c.mean_diff == pytest.approx(2.0)
