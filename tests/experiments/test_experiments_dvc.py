@@ -130,7 +130,7 @@ def test_dvc_resolves_the_sub_project_and_reads_the_main_dag_outputs():
     cfg = load_experiments_config(PARAMS)
     with Repo(str(REPO / "experiments")) as repo:
         graph = repo.index.graph
-        by_name = {s.addressing: s for s in graph.nodes}
+        by_name = {s.name: s for s in graph.nodes}
         expected = {"xor", "digits_mlp", "summary"}
         expected |= {f"diagnostics@{b}" for b in cfg.diagnostics.backbones}
         assert set(by_name) == expected
@@ -138,7 +138,7 @@ def test_dvc_resolves_the_sub_project_and_reads_the_main_dag_outputs():
         deps = {Path(d.fs_path).resolve() for d in by_name[f"diagnostics@{first}"].deps}
         assert (REPO / "artifacts" / "backbones" / first / "model.pt").resolve() in deps
         assert any("finetune" in p.parts for p in deps)
-        upstream = {s.addressing for s in graph.successors(by_name["summary"])}
+        upstream = {s.name for s in graph.successors(by_name["summary"])}
     assert expected - {"summary"} <= upstream
 
 
