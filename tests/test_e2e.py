@@ -24,46 +24,13 @@ def test_cli_runs_every_stage_on_tiny_data(workdir):
     for variant in ("none", "rep_spectral"):
         assert main(["pretrain", "--variant", variant]) == 0
     assert main(["ssl", "--variant", "simclr"]) == 0
+    ft = ["--target", "digits_5to9", "--regularizer", "none", "--seed", "0"]
     for backbone in ("none", "rep_spectral", "simclr"):
-        assert (
-            main(
-                [
-                    "finetune",
-                    "--target",
-                    "digits_5to9",
-                    "--backbone",
-                    backbone,
-                    "--regularizer",
-                    "none",
-                    "--seed",
-                    "0",
-                ]
-            )
-            == 0
-        )
-        assert main(["readout", "--target", "digits_5to9", "--backbone", backbone]) == 0
-        assert (
-            main(
-                [
-                    "attack",
-                    "--kind",
-                    "finetune",
-                    "--target",
-                    "digits_5to9",
-                    "--backbone",
-                    backbone,
-                    "--regularizer",
-                    "none",
-                    "--seed",
-                    "0",
-                ]
-            )
-            == 0
-        )
-        assert (
-            main(["attack", "--kind", "readout", "--target", "digits_5to9", "--backbone", backbone])
-            == 0
-        )
+        b = ["--backbone", backbone]
+        assert main(["finetune", *ft, *b]) == 0
+        assert main(["readout", "--target", "digits_5to9", *b]) == 0
+        assert main(["attack", "--kind", "finetune", *ft, *b]) == 0
+        assert main(["attack", "--kind", "readout", "--target", "digits_5to9", *b]) == 0
     assert main(["report"]) == 0
 
     pre = _json("metrics/pretrain/rep_spectral/summary.json")
