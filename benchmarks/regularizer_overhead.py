@@ -5,11 +5,13 @@
 
 For each model the configurations (none, rep-spectral refreshing every step, rep-spectral
 refreshing every 160 steps) are run in interleaved blocks of ``--steps`` optimizer steps, the
-order rotating every repeat, so load from other processes hits all of them alike; per-step
-times are summarized by their median. A block is far shorter than 160 steps, so for the
-refresh-160 case the cost of one refresh is timed separately (also interleaved) and amortized:
-``(median step + refresh / 160) / median step of none``. On CUDA it uses bf16 autocast and
-channels-last.
+order rotating every repeat, so load from other processes hits all of them alike. Reported:
+the ratio of median step times, and the median over repeats of the ratio of blocks that ran
+back to back. A run is far shorter than 160 steps, so for the refresh-160 case one refresh is
+timed separately (also interleaved) and amortized: ``(median step + refresh / 160) / median
+step of none``. Last, the regularizer's own work (penalty and its backward, timed alone) plus
+refresh/160, relative to the plain step: the least noisy figure on a shared machine. On CUDA it
+uses bf16 autocast and channels-last.
 """
 
 from __future__ import annotations
@@ -86,6 +88,19 @@ class Runner:
         self.sync()
         return time.perf_counter() - start
 
+    def time_penalty(self) -> float:
+        """The regularizer's own per-step work alone: penalty and its backward, no refresh."""
+        self.optimizer.zero_grad(set_to_none=True)
+        # the step of the last refresh: no refresh is due, so none is timed
+        ctx = StepContext(step=int(self.regularizer.last_refresh), epoch=0)
+        self.sync()
+        start = time.perf_counter()
+        self.regularizer.penalty(ctx).backward()
+        self.sync()
+        elapsed = time.perf_counter() - start
+        self.optimizer.zero_grad(set_to_none=True)
+        return elapsed
+
 
 def bench_model(name: str, batch: int, steps: int, repeats: int, device: torch.device) -> None:
     arch, size, small_stem = MODELS[name]
@@ -110,25 +125,40 @@ def bench_model(name: str, batch: int, steps: int, repeats: int, device: torch.d
     for runner in runners.values():  # warm-up; the regularizers' first (long) refresh
         runner.step()
     times: dict[str, list[float]] = {key: [] for key in runners}
+    ratios: dict[str, list[float]] = {key: [] for key in runners}
     refresh_times: list[float] = []
+    penalty_times: list[float] = []
     keys = list(runners)
     for rep in range(repeats):
         order = keys[rep % len(keys) :] + keys[: rep % len(keys)]
+        block = {}
         for key in order:
-            times[key].extend(runners[key].step() for _ in range(steps))
-            if key == "refresh=160":
-                refresh_times.append(runners[key].time_refresh())
+            block[key] = [runners[key].step() for _ in range(steps)]
+            times[key].extend(block[key])
+        for key in keys:  # this repeat's blocks ran back to back: pair them
+            ratios[key].append(statistics.mean(block[key]) / statistics.mean(block["none"]))
+        refresh_times.append(runners["refresh=160"].time_refresh())
+        penalty_times.append(runners["refresh=160"].time_penalty())
     base_t = statistics.median(times["none"])
     refresh_t = statistics.median(refresh_times)
-    print(f"{name}  batch={batch}  device={device.type}  steps={steps}x{repeats}")
-    print(f"  none         median step {base_t:8.4f} s  ratio 1.000")
+    penalty_t = statistics.median(penalty_times)
+    print(f"{name}  batch={batch}  device={device.type}  steps/block={steps}  repeats={repeats}")
+    print(f"  none         median step {base_t:8.4f} s")
     for key in ("refresh=1", "refresh=160"):
         t = statistics.median(times[key])
-        print(f"  {key:<12} median step {t:8.4f} s  ratio {t / base_t:.3f}")
+        print(
+            f"  {key:<12} median step {t:8.4f} s  ratio {t / base_t:.3f}  "
+            f"(median of paired ratios {statistics.median(ratios[key]):.3f})"
+        )
     amortized = statistics.median(times["refresh=160"]) + refresh_t / 160
     print(
         f"  refresh=160 amortized: one refresh {refresh_t:.4f} s -> "
         f"{amortized:8.4f} s per step, ratio {amortized / base_t:.3f}"
+    )
+    alone = penalty_t + refresh_t / 160
+    print(
+        f"  refresh=160 regularizer alone: penalty+backward {penalty_t:.4f} s + refresh/160 -> "
+        f"overhead ratio {(base_t + alone) / base_t:.3f}"
     )
 
 
@@ -137,8 +167,8 @@ def main() -> None:
     parser.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
     parser.add_argument("--batch18", type=int, default=64, help="batch for resnet18_32")
     parser.add_argument("--batch50", type=int, default=8, help="batch for resnet50_224")
-    parser.add_argument("--steps", type=int, default=4, help="steps per interleaved block")
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--steps", type=int, default=1, help="steps per interleaved block")
+    parser.add_argument("--repeats", type=int, default=10)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = parser.parse_args()
     device = torch.device(args.device)

@@ -208,6 +208,10 @@ def fit(module: TrainModule, ctx: FitContext) -> list[dict]:
                 step_in_epoch,
             )
         if state.get("done"):
+            # DVC deletes a stage's outputs before re-running it (e.g. after a code change):
+            # a finished run must still leave its history files behind.
+            if info.is_main:
+                write_history(history, ctx.metrics_dir)
             return history
     broadcast_buffers(module, info)
     for r in regularizers:

@@ -108,3 +108,13 @@ def test_new_head_is_in_the_optimizer_after_replacement(tmp_path):
     before = model.head.weight.detach().clone()
     fit(SupervisedModule(model), _ctx(tmp_path, TrainSpec(epochs=1, batch_size=16)))
     assert not torch.equal(before, model.head.weight.detach())
+
+
+def test_finished_run_rewrites_its_history_when_resumed(tmp_path):
+    spec = TrainSpec(epochs=1, batch_size=16)
+    fit(SupervisedModule(_model()), _ctx(tmp_path, spec))
+    history = tmp_path / "m" / "history.csv"
+    before = history.read_text()
+    history.unlink()  # what DVC does to a stage's outputs before re-running it
+    fit(SupervisedModule(_model()), _ctx(tmp_path, spec))
+    assert history.read_text() == before
