@@ -403,7 +403,8 @@ class MatrixSpectralEstimator(SpectralEstimator):
                 m = matrices.detach()
                 u = _normalize(y.detach(), torch.zeros_like(v[..., :1]))
                 v = _normalize(_rmatvec(m, u), v)
-                v, _ = power_iteration(m, v, steps - 1)
+                if steps > 1:
+                    v, _ = power_iteration(m, v, steps - 1)
             self.v.copy_(v)
         return value
 
@@ -511,7 +512,7 @@ class ConvSpectralEstimator(SpectralEstimator):
         Cached until the candidates change (refresh or state load).
         """
         cached = self._phase_cache
-        if cached is not None and cached.dtype == dtype and cached.device == self.v.device:
+        if cached is not None and cached.real.dtype == dtype and cached.device == self.v.device:
             return cached
         H, W = self.geom.freq_hw
         Wh = W // 2 + 1
