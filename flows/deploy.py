@@ -86,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
             p.add_argument("--pool", required=True, help="work pool of the GPU workers")
             p.add_argument("--source", default=None, help="checkout path or git URL")
     ns = parser.parse_args(argv)
-    from pipeline.config import load_config
+    from pipeline.core.config import load_config
 
     load_config(ns.params, ns.overrides)  # a bad file fails before anything is registered
     if ns.command == "serve":

@@ -19,7 +19,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 import pipeline
-from pipeline.io import atomic_write_text
+from pipeline.core.io import atomic_write_text
 
 REPO_ROOT = Path(pipeline.__file__).resolve().parents[1]
 STAMPS = Path("artifacts/flow-stamps")

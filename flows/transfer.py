@@ -32,8 +32,8 @@ from prefect.task_runners import ThreadPoolTaskRunner
 
 from flows.launch import DevicePool, StageFailed, child_env, run_streaming, stage_command
 from flows.state import HashCache, output_state, stage_key, up_to_date, write_stamp
-from pipeline.config import load_config
-from pipeline.errors import PipelineError
+from pipeline.core.config import load_config
+from pipeline.core.errors import PipelineError
 from pipeline.plan import CPU_STAGES, TRAINING_STAGES, StageInstance, cli_args, plan
 
 DONE = ("ran", "skipped")

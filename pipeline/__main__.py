@@ -1,86 +1,111 @@
 """CLI: ``python -m pipeline <stage> [--params FILE] [--set section.key=value ...] [stage args]``.
 
+Also ``plan`` (every stage instance of a parameter file), ``shard`` (any source to webdataset
+shards) and ``dvc-yaml`` (regenerate ``dvc.yaml`` from the stage declarations).
+
 A problem the user can fix (bad parameter, missing dataset) prints one line and exits with
-status 2 before any work starts; nothing already written is touched.
+status 2 before any work starts; nothing already written is touched. A training stage with
+``train.gpus`` > 1 relaunches itself under torchrun (:mod:`pipeline.core.launch`).
 """
 
 from __future__ import annotations
 
-import argparse
 import importlib
 import json
 import logging
 import sys
+import time
 
-from pipeline.errors import PipelineError
+from pipeline.core import launch
+from pipeline.core.cli import fail, make_parser
+from pipeline.core.errors import ConfigError, PipelineError
 
-STAGE_ARGS = {
-    "prepare": ["dataset"],
-    "pretrain": ["variant"],
-    "ssl": ["variant"],
-    "finetune": ["target", "backbone", "regularizer", "seed"],
-    "readout": ["target", "backbone"],
-    "attack": ["kind", "target", "backbone", "regularizer", "seed"],
-    "report": [],
+log = logging.getLogger("pipeline")
+# Results worth a line in the log (and in the Prefect UI) when a stage finishes.
+HEADLINE = ("test_acc", "knn_acc", "readout_acc", "mean_distance", "success_rate", "samples")
+TOOLS = {
+    "plan": "pipeline.plan:plan_main",
+    "shard": "pipeline.data.shard_cli:shard_main",
+    "dvc-yaml": "pipeline.dvcyaml:main",
 }
-OPTIONAL = {"attack": {"regularizer", "seed"}}
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m pipeline", description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest="stage", required=True, metavar="stage")
-    for stage, args in STAGE_ARGS.items():
-        p = sub.add_parser(stage, help=f"run the {stage} stage")
-        p.add_argument(
-            "--params", default="params.yaml", help="parameter file (default params.yaml)"
-        )
-        p.add_argument(
-            "--set",
-            dest="overrides",
-            action="append",
-            default=[],
-            metavar="KEY=VALUE",
-            help="override a parameter, e.g. --set pretrain.train.epochs=5 (repeatable)",
-        )
-        p.add_argument("--dry-run", action="store_true", help="validate and print what would run")
-        for a in args:
-            p.add_argument(
-                f"--{a}",
-                required=a not in OPTIONAL.get(stage, set()),
-                type=int if a == "seed" else str,
-            )
-    sub.add_parser("shard", help="write any dataset source to webdataset shards", add_help=False)
-    sub.add_parser("plan", help="print every stage instance the parameters define", add_help=False)
-    return parser
+def _usage() -> str:
+    from pipeline.stages.registry import COMMANDS
+
+    rows = [f"  {name:<10} {text}" for name, text in COMMANDS.items()]
+    rows += [f"  {name:<10} (tool)" for name in TOOLS]
+    return "usage: python -m pipeline <stage> [--params FILE] [--set K=V ...] [args]\n" + "\n".join(
+        rows
+    )
+
+
+def _stage_module(command: str):
+    """Only the named stage's module is imported, so a stage depends on no other stage."""
+    if not command.isidentifier() or importlib.util.find_spec(f"pipeline.stages.{command}") is None:
+        from pipeline.stages.registry import COMMANDS
+
+        allowed = ", ".join([*COMMANDS, *TOOLS])
+        raise ConfigError(f"unknown stage {command!r}; allowed: {allowed} (see --help)")
+    module = importlib.import_module(f"pipeline.stages.{command}")
+    if not hasattr(module, "STAGES"):
+        raise ConfigError(f"{command!r} is not a stage (see --help)")
+    return module
+
+
+def _spec_for(module, item: dict):
+    """The DVC stage this item belongs to (attack: by its kind)."""
+    for spec in module.STAGES:
+        if all(item.get(k) == v for k, v in spec.fixed.items()):
+            return spec
+    return None
+
+
+def run_stage(command: str, argv: list[str]) -> int:
+    from pipeline.core.config import load_config
+    from pipeline.stages.spec import contract, gpus, instance_id
+
+    module = _stage_module(command)
+    parser = make_parser(f"python -m pipeline {command}", module.__doc__.splitlines()[0])
+    parser.add_argument("--dry-run", action="store_true", help="validate and print what would run")
+    for arg in module.ARGS:
+        parser.add_argument(f"--{arg.name}", type=arg.type, required=arg.required, help=arg.help)
+    ns = parser.parse_args(argv)
+    cfg = load_config(ns.params, ns.overrides)
+    item = {a.name: getattr(ns, a.name) for a in module.ARGS}
+    spec = _spec_for(module, item)
+    dump = cfg.model_dump(mode="json")
+    if ns.dry_run:
+        shown = contract(spec, item, dump).__dict__ if spec else {}
+        print(json.dumps({"stage": command, **item, **shown}, indent=2))
+        return 0
+    ident = instance_id(spec, item) if spec else command
+    nproc = gpus(spec, item, dump) if spec else 0
+    if spec is not None and spec.trains and nproc > 1 and not launch.under_torchrun():
+        launch.check_devices(nproc, cfg.run.device, what=ident)
+        return launch.relaunch([command, *argv], nproc, ident)
+    t0 = time.perf_counter()
+    summary = module.run(cfg, **item) or {}
+    shown = {k: summary[k] for k in HEADLINE if isinstance(summary.get(k), (int, float))}
+    log.info("%s finished in %.1f s %s", ident, time.perf_counter() - t0, shown or "")
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
-        if argv and argv[0] == "shard":
-            from pipeline.data.shard_cli import shard_main
-
-            return shard_main(argv[1:])
-        if argv and argv[0] == "plan":
-            from pipeline.plan import plan_main
-
-            return plan_main(argv[1:])
-        ns = build_parser().parse_args(argv)
-        from pipeline.config import load_config
-
-        cfg = load_config(ns.params, ns.overrides)
-        item = {a: getattr(ns, a) for a in STAGE_ARGS[ns.stage]}
-        module = importlib.import_module(f"pipeline.stages.{ns.stage}")
-        if ns.dry_run:
-            contract = module.contract(cfg, **item)
-            print(json.dumps({"stage": ns.stage, **item, **contract.__dict__}, indent=2))
-            return 0
-        module.run(cfg, **item)
-        return 0
+        if not argv or argv[0] in ("-h", "--help"):
+            print(_usage())
+            return 0 if argv else 2
+        command, rest = argv[0], argv[1:]
+        if command in TOOLS:
+            module, func = TOOLS[command].split(":")
+            return getattr(importlib.import_module(module), func)(rest)
+        return run_stage(command, rest)
     except PipelineError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return exc.exit_code
+        launch.record_child_error(exc)
+        return fail(exc)
 
 
 if __name__ == "__main__":

@@ -15,7 +15,7 @@ import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path, PurePosixPath
 
-from pipeline import paths
+from pipeline.core import paths
 from pipeline.stages.contract import Contract
 
 # Stages that run the training loop, and so may run on several GPUs under torchrun.
@@ -195,7 +195,7 @@ def format_plan(instances: list[StageInstance], source: str) -> str:
 
 def plan_main(argv: list[str]) -> int:
     """``python -m pipeline plan --params FILE [--set k=v ...] [--json]``: print, never train."""
-    from pipeline.config import load_config
+    from pipeline.core.config import load_config
 
     parser = argparse.ArgumentParser(
         prog="python -m pipeline plan",

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import yaml
 
-from pipeline.config import apply_overrides, load_config, validate
-from pipeline.errors import ConfigError
+from pipeline.core.config import apply_overrides, load_config, validate
+from pipeline.core.errors import ConfigError
 from tests.conftest import REPO, tiny_params
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from pipeline.__main__ import main as cli_main
-from pipeline.config import load_config, read_params, validate
+from pipeline.core.config import load_config, read_params, validate
 from pipeline.plan import plan, plan_main
 from tests.conftest import REPO
 

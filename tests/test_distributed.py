@@ -32,12 +32,12 @@ def worker(out: Path, crash: bool) -> None:
     import torch
     from torch.utils.data import Dataset
 
-    from pipeline.config import ModelSpec, TrainSpec
+    from pipeline.core.config import ModelSpec, TrainSpec
     from pipeline.models import build_model
     from pipeline.regularizers import build_regularizers
-    from pipeline.training import runtime
+    from pipeline.runtime import device as runtime
+    from pipeline.runtime.distributed import init_distributed
     from pipeline.training.checkpoint import CheckpointStore
-    from pipeline.training.distributed import init_distributed
     from pipeline.training.loop import FitContext, SupervisedModule, fit
 
     torch.set_num_threads(1)  # the same kernels (and summation order) in every layout

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from pipeline.__main__ import build_parser
-from pipeline.config import load_config
+from pipeline.core.config import load_config
 from pipeline.stages import STAGES
 from tests.conftest import REPO
 

@@ -11,7 +11,7 @@ import numpy as np
 from PIL import Image
 
 from pipeline.data.base import ArrayDataset
-from pipeline.errors import ConfigError
+from pipeline.core.errors import ConfigError
 
 SPLITS = ("train", "test")
 

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from pipeline.data.base import IMAGE_EXTENSIONS, FileListDataset, list_images
-from pipeline.errors import ConfigError, DatasetError
+from pipeline.core.errors import ConfigError, DatasetError
 
 KNOWN_SPLITS = ("train", "val", "test")
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from pipeline.data.base import FileListDataset
 from pipeline.data.image_folder import scan_class_folders
-from pipeline.errors import ConfigError, DatasetError
+from pipeline.core.errors import ConfigError, DatasetError
 
 SPLITS = ("train", "val")
 LAYOUT = (

@@ -23,7 +23,7 @@ from torch.utils.data import (
 )
 
 from pipeline.data.transforms import plain_tensor
-from pipeline.errors import ConfigError, DatasetError
+from pipeline.core.errors import ConfigError, DatasetError
 
 
 class TransformedDataset(Dataset):

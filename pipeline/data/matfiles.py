@@ -13,7 +13,7 @@ import numpy as np
 import scipy.io
 
 from pipeline.data.base import one_line
-from pipeline.errors import DatasetError
+from pipeline.core.errors import DatasetError
 
 
 def load_mat(path: Path, fields: Sequence[str], layout: str) -> dict[str, np.ndarray]:

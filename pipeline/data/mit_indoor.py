@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from pipeline.data.base import FileListDataset
-from pipeline.errors import ConfigError, DatasetError
+from pipeline.core.errors import ConfigError, DatasetError
 
 LAYOUT = (
     "expected Images/<category>/<file>.jpg, TrainImages.txt and TestImages.txt "

@@ -13,7 +13,7 @@ from typing import Any
 
 from pipeline.data.shards import write_shards
 from pipeline.data.sources import available_sources, open_source
-from pipeline.errors import ConfigError, PipelineError
+from pipeline.core.errors import ConfigError, PipelineError
 
 
 def parse_option(text: str) -> tuple[str, Any]:

@@ -25,7 +25,7 @@ from torch.utils.data import DataLoader, Dataset, IterableDataset
 from webdataset.utils import pytorch_worker_info
 
 from pipeline.data.base import LabeledDataset, one_line
-from pipeline.errors import ConfigError, DatasetError
+from pipeline.core.errors import ConfigError, DatasetError
 
 META_FILE = "meta.json"
 FORMAT = "pipeline-shards/1"

@@ -19,7 +19,7 @@ from pipeline.data.image_folder import open_image_folder
 from pipeline.data.imagenet import open_imagenet
 from pipeline.data.mit_indoor import open_mit_indoor
 from pipeline.data.stanford_dogs import open_stanford_dogs
-from pipeline.errors import ConfigError
+from pipeline.core.errors import ConfigError
 
 Opener = Callable[..., LabeledDataset]
 

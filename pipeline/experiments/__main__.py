@@ -15,7 +15,7 @@ import time
 
 from threadpoolctl import threadpool_limits
 
-from pipeline.errors import PipelineError
+from pipeline.core.errors import PipelineError
 
 COMMANDS = ("xor", "digits_mlp", "diagnostics", "summary")
 

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from pipeline.attacks import LabelOracle, tangent_attack
-from pipeline.config import ModelSpec
+from pipeline.core.config import ModelSpec
 from pipeline.experiments.config import AttackSettings
 from pipeline.experiments.trainer import Snapshot, TrainResult, TrainSettings, train_in_memory
 from pipeline.models import SplitModel, build_model

@@ -11,8 +11,8 @@ from pathlib import Path
 
 from pydantic import Field, ValidationError, field_validator, model_validator
 
-from pipeline.config import Strict, apply_overrides, read_params
-from pipeline.errors import ConfigError
+from pipeline.core.config import Strict, apply_overrides, read_params
+from pipeline.core.errors import ConfigError
 from pipeline.regularizers.config import RegularizerConfig
 
 # The variants every claim compares; other names may be added and are reported too.

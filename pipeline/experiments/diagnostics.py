@@ -24,11 +24,11 @@ from pipeline.analysis import (
     representation_diagnostics,
     weight_rows,
 )
+from pipeline.core.errors import DatasetError
+from pipeline.core.io import write_csv, write_json
 from pipeline.data import load_tensors, open_shards, to_pixel_tensor
-from pipeline.errors import DatasetError
 from pipeline.experiments.config import DiagnosticsSettings, ExperimentsConfig
 from pipeline.experiments.util import cpu_seconds
-from pipeline.io import write_csv, write_json
 from pipeline.models import load_model
 
 log = logging.getLogger(__name__)

@@ -21,13 +21,13 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from pipeline.core.io import write_csv, write_json
 from pipeline.data import load_tensors, open_source, to_pixel_tensor
 from pipeline.experiments import plots
 from pipeline.experiments.common import branch_epoch, mlp, run_attack
 from pipeline.experiments.config import DigitsSettings, ExperimentsConfig
 from pipeline.experiments.trainer import TrainSettings, accuracy, train_in_memory, weight_layers
 from pipeline.experiments.util import cpu_seconds, mean_std
-from pipeline.io import write_csv, write_json
 from pipeline.readout import fit_readout, install_readout
 from pipeline.regularizers import build_regularizers
 

@@ -24,10 +24,10 @@ from pathlib import Path
 
 import numpy as np
 
+from pipeline.core.io import atomic_write_text
 from pipeline.experiments import plots
 from pipeline.experiments.config import ExperimentsConfig
 from pipeline.experiments.util import cpu_seconds
-from pipeline.io import atomic_write_text
 
 log = logging.getLogger(__name__)
 

@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pipeline.errors import TrainingError
+from pipeline.core.errors import TrainingError
 from pipeline.regularizers import Regularizer, StepContext
 from pipeline.regularizers.layers import WEIGHT_LAYER_TYPES
 

@@ -25,6 +25,7 @@ import torch
 from tqdm.auto import tqdm
 
 from pipeline.analysis import decision_map, grid, volume_element
+from pipeline.core.io import write_csv, write_json
 from pipeline.experiments import plots
 from pipeline.experiments.common import branch_epoch, mlp, run_attack
 from pipeline.experiments.config import ExperimentsConfig, XorSettings
@@ -36,7 +37,6 @@ from pipeline.experiments.trainer import (
     weight_layers,
 )
 from pipeline.experiments.util import cpu_seconds, mean_std
-from pipeline.io import write_csv, write_json
 from pipeline.regularizers import build_regularizers
 
 log = logging.getLogger(__name__)

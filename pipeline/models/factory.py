@@ -1,4 +1,4 @@
-"""Build a :class:`SplitModel` from a :class:`~pipeline.config.ModelSpec`, and save/load it.
+"""Build a :class:`SplitModel` from a :class:`~pipeline.core.config.ModelSpec`, and save/load it.
 
 Networks come from timm; "small" variants swap the ImageNet stem (7×7 stride-2 conv + max
 pool) for a 3×3 stride-1 conv, the usual change for 32-pixel inputs, so that small images are
@@ -13,8 +13,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from pipeline.errors import ConfigError
-from pipeline.io import atomic_torch_save
+from pipeline.core.errors import ConfigError
+from pipeline.core.io import atomic_torch_save
 from pipeline.models.split import SplitModel
 
 MODEL_FORMAT = 1
@@ -107,8 +107,8 @@ def load_model(
     path: str | Path, map_location: str | torch.device = "cpu"
 ) -> tuple[SplitModel, dict]:
     """Rebuild a saved model; the returned ``meta`` carries classes, image size and provenance."""
-    from pipeline.config import ModelSpec
-    from pipeline.errors import DatasetError
+    from pipeline.core.config import ModelSpec
+    from pipeline.core.errors import DatasetError
 
     path = Path(path)
     if not path.is_file():

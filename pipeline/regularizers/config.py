@@ -15,7 +15,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
 
-from pipeline.errors import ConfigError
+from pipeline.core.errors import ConfigError
 from pipeline.regularizers.base import Regularizer
 from pipeline.regularizers.bss import BatchSpectralShrinkage
 from pipeline.regularizers.low_rank import LowRank

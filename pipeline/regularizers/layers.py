@@ -15,7 +15,7 @@ from contextlib import contextmanager
 import torch
 from torch import nn
 
-from pipeline.errors import ConfigError
+from pipeline.core.errors import ConfigError
 
 WEIGHT_LAYER_TYPES = (nn.Conv2d, nn.Linear)
 

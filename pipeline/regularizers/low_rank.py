@@ -23,7 +23,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from pipeline.errors import ConfigError
+from pipeline.core.errors import ConfigError
 from pipeline.regularizers.base import Regularizer, StepContext
 from pipeline.regularizers.layers import backbone_of, frozen_eval
 

@@ -12,27 +12,62 @@ import time
 import numpy as np
 import torch
 
-from pipeline import paths
 from pipeline.attacks import LabelOracle, tangent_attack
-from pipeline.errors import ConfigError
-from pipeline.io import write_csv, write_json
+from pipeline.core import paths
+from pipeline.core.errors import ConfigError
+from pipeline.core.io import write_csv, write_json
 from pipeline.models import load_model
-from pipeline.stages.common import Pixels, load_pixels, open_split, pixel_transform, start
-from pipeline.stages.contract import BASE_CODE, MODEL_CODE, Contract
-from pipeline.stages.finetune import check_names
+from pipeline.stages.shared import (
+    Pixels,
+    check_names,
+    load_pixels,
+    open_split,
+    pixel_transform,
+    start,
+)
+from pipeline.stages.spec import MODEL_CODE, Arg, StageSpec
 
 KINDS = ("finetune", "readout")
-CODE = [
-    *BASE_CODE,
-    *MODEL_CODE,
-    "pipeline/stages/attack.py",
-    "pipeline/stages/finetune.py",
-    "pipeline/stages/supervised.py",
-    "pipeline/attacks",
-    "pipeline/models",
-    "pipeline/data",
-    "pipeline/regularizers",
-]
+ARGS = (
+    Arg("kind", help="finetune or readout"),
+    Arg("target", help="a name under finetune.targets"),
+    Arg("backbone", help="a pretrain or ssl variant"),
+    Arg("regularizer", required=False, help="the finetune regularizer (kind finetune)"),
+    Arg("seed", type=int, required=False, help="the finetune seed (kind finetune)"),
+)
+_FINETUNE_RUN = paths.finetune_id("{target}", "{backbone}", "{regularizer}", "{seed}")
+_READOUT_RUN = paths.readout_id("{target}", "{backbone}")
+_ATTACK = {
+    "command": "attack",
+    "gpus": 1,
+    "params": ("attack", "finetune.targets.{target}.data"),
+    "code": (*MODEL_CODE, "pipeline/attacks"),
+}
+STAGES = (
+    StageSpec(
+        name="attack_finetune",
+        matrix={
+            "target": "finetune.run.targets",
+            "backbone": "finetune.run.backbones",
+            "regularizer": "finetune.run.regularizers",
+            "seed": "finetune.run.seeds",
+        },
+        fixed={"kind": "finetune"},
+        deps=(str(paths.finetune_model(_FINETUNE_RUN)), str(paths.prepared("{target}"))),
+        outs=(str(paths.attack_metrics("finetune", _FINETUNE_RUN) / "samples.csv"),),
+        metrics=(str(paths.attack_metrics("finetune", _FINETUNE_RUN) / "summary.json"),),
+        **_ATTACK,
+    ),
+    StageSpec(
+        name="attack_readout",
+        matrix={"target": "finetune.run.targets", "backbone": "finetune.run.backbones"},
+        fixed={"kind": "readout"},
+        deps=(str(paths.readout_model(_READOUT_RUN)), str(paths.prepared("{target}"))),
+        outs=(str(paths.attack_metrics("readout", _READOUT_RUN) / "samples.csv"),),
+        metrics=(str(paths.attack_metrics("readout", _READOUT_RUN) / "summary.json"),),
+        **_ATTACK,
+    ),
+)
 
 
 def run_id_for(
@@ -49,17 +84,6 @@ def run_id_for(
 
 def _model_path(kind: str, run_id: str):
     return paths.finetune_model(run_id) if kind == "finetune" else paths.readout_model(run_id)
-
-
-def contract(cfg, kind: str, target: str, backbone: str, regularizer=None, seed=None) -> Contract:
-    run_id = run_id_for(kind, target, backbone, regularizer, seed)
-    out = paths.attack_metrics(kind, run_id)
-    return Contract(
-        params=["attack", f"finetune.targets.{target}.data"],
-        deps=[*CODE, str(_model_path(kind, run_id)), str(paths.prepared(target))],
-        outs=[str(out / "samples.csv")],
-        metrics=[str(out / "summary.json")],
-    )
 
 
 def summarize(distances: np.ndarray, success: np.ndarray, queries: np.ndarray) -> dict:

@@ -6,62 +6,43 @@ head is replaced (inside ``fit``), so the new head is the one trained.
 
 from __future__ import annotations
 
-from pipeline import paths
-from pipeline.errors import ConfigError
-from pipeline.io import write_json
-from pipeline.models import load_model, save_model
-from pipeline.stages.common import data_signature, start
-from pipeline.stages.contract import BASE_CODE, MODEL_CODE, Contract
+from pipeline.core import paths
+from pipeline.core.io import write_json
+from pipeline.models import save_model
+from pipeline.stages.shared import check_names, load_backbone_for, start
+from pipeline.stages.spec import TRAINING_CODE, Arg, Plot, StageSpec
 from pipeline.stages.supervised import open_train_test, train_supervised
-from pipeline.training.checkpoint import CheckpointStore, file_digest, fingerprint
+from pipeline.training.checkpoint import CheckpointStore
+from pipeline.training.fingerprint import run_fingerprint
 
-CODE = [
-    *BASE_CODE,
-    *MODEL_CODE,
-    "pipeline/stages/finetune.py",
-    "pipeline/stages/supervised.py",
-    "pipeline/models",
-    "pipeline/regularizers",
-    "pipeline/data",
-]
-
-
-def contract(cfg, target: str, backbone: str, regularizer: str, seed: int) -> Contract:
-    run_id = paths.finetune_id(target, backbone, regularizer, seed)
-    metrics = paths.stage_metrics("finetune", run_id)
-    return Contract(
-        params=[f"finetune.targets.{target}", f"finetune.regularizers.{regularizer}"],
-        deps=[*CODE, str(paths.backbone_model(backbone)), str(paths.prepared(target))],
-        outs=[str(paths.finetune_model(run_id))],
-        persist=[str(paths.checkpoints("finetune", run_id))],
-        metrics=[str(metrics / "summary.json")],
-        plots=[str(metrics / "history.csv")],
-    )
-
-
-def check_names(cfg, target: str, backbone: str, regularizer: str | None = None) -> None:
-    ft = cfg.finetune
-    if target not in ft.targets:
-        raise ConfigError(
-            f"--target {target!r} is not in finetune.targets; allowed: {', '.join(ft.targets)}"
-        )
-    cfg.backbone_kind(backbone)  # raises with the allowed names
-    if regularizer is not None and regularizer not in ft.regularizers:
-        raise ConfigError(
-            f"--regularizer {regularizer!r} is not in finetune.regularizers; "
-            f"allowed: {', '.join(ft.regularizers)}"
-        )
-
-
-def load_backbone_for(target_channels: int, backbone: str):
-    path = paths.backbone_model(backbone)
-    model, meta = load_model(path)
-    if meta["in_chans"] != target_channels:
-        raise ConfigError(
-            f"backbone {backbone!r} takes {meta['in_chans']}-channel images but the target has "
-            f"{target_channels}; pretrain on data with the same channels"
-        )
-    return model, meta, path
+ARGS = (
+    Arg("target", help="a name under finetune.targets"),
+    Arg("backbone", help="a pretrain or ssl variant"),
+    Arg("regularizer", help="a name under finetune.regularizers"),
+    Arg("seed", type=int),
+)
+_RUN = paths.finetune_id("{target}", "{backbone}", "{regularizer}", "{seed}")
+STAGES = (
+    StageSpec(
+        name="finetune",
+        command="finetune",
+        matrix={
+            "target": "finetune.run.targets",
+            "backbone": "finetune.run.backbones",
+            "regularizer": "finetune.run.regularizers",
+            "seed": "finetune.run.seeds",
+        },
+        gpus="{finetune.targets.{target}.train.gpus}",
+        params=("finetune.targets.{target}", "finetune.regularizers.{regularizer}"),
+        code=TRAINING_CODE,
+        deps=(str(paths.backbone_model("{backbone}")), str(paths.prepared("{target}"))),
+        outs=(str(paths.finetune_model(_RUN)),),
+        metrics=(str(paths.stage_metrics("finetune", _RUN) / "summary.json"),),
+        plots=(
+            Plot(str(paths.stage_metrics("finetune", _RUN) / "history.csv"), "epoch", "test_acc"),
+        ),
+    ),
+)
 
 
 def run(cfg, target: str, backbone: str, regularizer: str, seed: int) -> dict:
@@ -69,19 +50,13 @@ def run(cfg, target: str, backbone: str, regularizer: str, seed: int) -> dict:
     tspec = cfg.finetune.targets[target]
     train_spec = tspec.train.model_copy(update={"seed": seed})
     train_raw, test_raw = open_train_test(tspec.data, cfg.run)
-    model, meta, backbone_path = load_backbone_for(train_raw.channels, backbone)
+    model, meta, _ = load_backbone_for(train_raw.channels, backbone)
     stage = start(cfg, seed)
     model.replace_head(train_raw.num_classes)
     regs = cfg.finetune.regularizers[regularizer]
     run_id = paths.finetune_id(target, backbone, regularizer, seed)
-    run_fp = fingerprint(
-        "finetune",
-        tspec.model_dump(),
-        seed,
-        [r.model_dump() for r in regs],
-        file_digest(backbone_path),
-        data_signature(tspec.data, cfg.run),
-    )
+    item = {"target": target, "backbone": backbone, "regularizer": regularizer, "seed": seed}
+    run_fp = run_fingerprint(STAGES[0], item, cfg)
     metrics_dir = paths.stage_metrics("finetune", run_id)
     summary = train_supervised(
         model=model,

@@ -9,23 +9,33 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from pipeline import paths
+from pipeline.core import paths
+from pipeline.core.errors import ConfigError
+from pipeline.core.io import write_json
 from pipeline.data import open_source, write_shards
-from pipeline.errors import ConfigError
-from pipeline.io import write_json
-from pipeline.stages.contract import BASE_CODE, Contract
+from pipeline.stages.spec import Arg, StageSpec
 
 log = logging.getLogger(__name__)
 
 
-def contract(cfg, dataset: str) -> Contract:
-    raw = [f"data/{dataset}"] if dataset in cfg.prepare.raw else []
-    return Contract(
-        params=[f"prepare.outputs.{dataset}", "prepare.maxcount"],
-        deps=[*BASE_CODE, "pipeline/stages/prepare.py", "pipeline/data", *raw],
-        outs=[str(paths.prepared(dataset))],
-        metrics=[str(paths.stage_metrics("prepare", f"{dataset}.json"))],
-    )
+ARGS = (Arg("dataset", help="a name under prepare.outputs"),)
+_PREPARE = {
+    "command": "prepare",
+    "matrix": {"dataset": "prepare.embedded"},
+    "params": ("prepare.outputs.{dataset}", "prepare.maxcount"),
+    "code": ("pipeline/data",),
+    "outs": (str(paths.prepared("{dataset}")),),
+    "metrics": (str(paths.stage_metrics("prepare", "{dataset}.json")),),
+}
+STAGES = (
+    # Embedded datasets (scikit-learn's digits) need no files.
+    StageSpec(name="prepare", **_PREPARE),
+    # Raw datasets read data/<name>, so a new version of it re-runs the stage.
+    StageSpec(
+        name="prepare_raw",
+        **{**_PREPARE, "matrix": {"dataset": "prepare.raw"}, "deps": ("data/{dataset}",)},
+    ),
+)
 
 
 def run(cfg, dataset: str) -> dict:

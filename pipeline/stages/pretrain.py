@@ -2,41 +2,37 @@
 
 from __future__ import annotations
 
-from pipeline import paths
-from pipeline.errors import ConfigError
-from pipeline.io import write_json
+from pipeline.core import paths
+from pipeline.core.errors import ConfigError
+from pipeline.core.io import write_json
 from pipeline.models import build_model, save_model
-from pipeline.stages.common import data_signature, normalization, start
-from pipeline.stages.contract import BASE_CODE, MODEL_CODE, Contract
+from pipeline.stages.shared import normalization, start
+from pipeline.stages.spec import TRAINING_CODE, Arg, Plot, StageSpec
 from pipeline.stages.supervised import open_train_test, train_supervised
-from pipeline.training.checkpoint import CheckpointStore, fingerprint
+from pipeline.training.checkpoint import CheckpointStore
+from pipeline.training.fingerprint import run_fingerprint
 
-CODE = [
-    *BASE_CODE,
-    *MODEL_CODE,
-    "pipeline/stages/pretrain.py",
-    "pipeline/stages/supervised.py",
-    "pipeline/models",
-    "pipeline/regularizers",
-    "pipeline/data",
-]
-
-
-def contract(cfg, variant: str) -> Contract:
-    metrics = paths.stage_metrics("pretrain", variant)
-    return Contract(
-        params=[
-            "pretrain.data",
-            "pretrain.model",
-            "pretrain.train",
-            f"pretrain.variants.{variant}",
-        ],
-        deps=[*CODE, cfg.pretrain.data.root],
-        outs=[str(paths.backbone_model(variant))],
-        persist=[str(paths.checkpoints("pretrain", variant))],
-        metrics=[str(metrics / "summary.json")],
-        plots=[str(metrics / "history.csv")],
-    )
+ARGS = (Arg("variant", help="a name under pretrain.variants"),)
+STAGES = (
+    StageSpec(
+        name="pretrain",
+        command="pretrain",
+        matrix={"variant": "pretrain.run"},
+        gpus="{pretrain.train.gpus}",
+        params=("pretrain.data", "pretrain.model", "pretrain.train", "pretrain.variants.{variant}"),
+        code=TRAINING_CODE,
+        deps=("{pretrain.data.root}",),
+        outs=(str(paths.backbone_model("{variant}")),),
+        metrics=(str(paths.stage_metrics("pretrain", "{variant}") / "summary.json"),),
+        plots=(
+            Plot(
+                str(paths.stage_metrics("pretrain", "{variant}") / "history.csv"),
+                "epoch",
+                "test_acc",
+            ),
+        ),
+    ),
+)
 
 
 def run(cfg, variant: str) -> dict:
@@ -53,14 +49,7 @@ def run(cfg, variant: str) -> dict:
         spec.model, channels, train_raw.num_classes, spec.data.image_size, mean=mean, std=std
     )
     regs = spec.variants[variant]
-    run_fp = fingerprint(
-        "pretrain",
-        spec.data.model_dump(),
-        spec.model.model_dump(),
-        spec.train.model_dump(),
-        [r.model_dump() for r in regs],
-        data_signature(spec.data, cfg.run),
-    )
+    run_fp = run_fingerprint(STAGES[0], {"variant": variant}, cfg)
     metrics_dir = paths.stage_metrics("pretrain", variant)
     summary = train_supervised(
         model=model,

@@ -6,35 +6,39 @@ import time
 
 import numpy as np
 
-from pipeline import paths
-from pipeline.io import write_json
+from pipeline.core import paths
+from pipeline.core.io import write_json
 from pipeline.models import save_model
 from pipeline.readout import fit_readout, install_readout
-from pipeline.stages.common import Pixels, extract_features, open_split, pixel_transform, start
-from pipeline.stages.contract import BASE_CODE, MODEL_CODE, Contract
-from pipeline.stages.finetune import check_names, load_backbone_for
+from pipeline.stages.shared import (
+    Pixels,
+    check_names,
+    extract_features,
+    load_backbone_for,
+    open_split,
+    pixel_transform,
+    start,
+)
+from pipeline.stages.spec import MODEL_CODE, Arg, StageSpec
 
-CODE = [
-    *BASE_CODE,
-    *MODEL_CODE,
-    "pipeline/stages/readout.py",
-    "pipeline/stages/finetune.py",
-    "pipeline/stages/supervised.py",
-    "pipeline/readout.py",
-    "pipeline/models",
-    "pipeline/data",
-    "pipeline/regularizers",
-]
-
-
-def contract(cfg, target: str, backbone: str) -> Contract:
-    run_id = paths.readout_id(target, backbone)
-    return Contract(
-        params=[f"finetune.targets.{target}.data", "readout"],
-        deps=[*CODE, str(paths.backbone_model(backbone)), str(paths.prepared(target))],
-        outs=[str(paths.readout_model(run_id))],
-        metrics=[str(paths.stage_metrics("readout", run_id) / "summary.json")],
-    )
+ARGS = (
+    Arg("target", help="a name under finetune.targets"),
+    Arg("backbone", help="a pretrain or ssl variant"),
+)
+_RUN = paths.readout_id("{target}", "{backbone}")
+STAGES = (
+    StageSpec(
+        name="readout",
+        command="readout",
+        matrix={"target": "finetune.run.targets", "backbone": "finetune.run.backbones"},
+        gpus=1,
+        params=("finetune.targets.{target}.data", "readout"),
+        code=(*MODEL_CODE, "pipeline/readout.py"),
+        deps=(str(paths.backbone_model("{backbone}")), str(paths.prepared("{target}"))),
+        outs=(str(paths.readout_model(_RUN)),),
+        metrics=(str(paths.stage_metrics("readout", _RUN) / "summary.json"),),
+    ),
+)
 
 
 def run(cfg, target: str, backbone: str) -> dict:

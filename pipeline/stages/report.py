@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pipeline import paths
-from pipeline.io import atomic_write_text, write_csv
+from pipeline.core import paths
+from pipeline.core.io import atomic_write_text, write_csv
 from pipeline.report import (
     aggregate,
     collect_results,
@@ -13,25 +13,25 @@ from pipeline.report import (
     plot_pretrain_sigmas,
     plot_transfer,
 )
-from pipeline.stages.contract import BASE_CODE, Contract
+from pipeline.stages.spec import Arg, StageSpec
 
 OUT_MD = paths.REPORTS / "transfer.md"
 OUT_CSV = paths.REPORTS / "results.csv"
 FIGURES = paths.REPORTS / "figures"
 
 
-def contract(cfg) -> Contract:
-    return Contract(
-        params=["report"],
-        deps=[
-            *BASE_CODE,
-            "pipeline/stages/report.py",
-            "pipeline/report",
-            # The whole folder: a config without SSL (say) produces no metrics/ssl.
-            str(paths.METRICS),
-        ],
-        outs=[str(OUT_MD), str(FIGURES), str(OUT_CSV)],
-    )
+ARGS: tuple[Arg, ...] = ()
+STAGES = (
+    StageSpec(
+        name="report",
+        command="report",
+        params=("report",),
+        code=("pipeline/report",),
+        # The whole folder: a config without SSL (say) produces no metrics/ssl.
+        deps=(str(paths.METRICS),),
+        outs=(str(OUT_MD), str(FIGURES), str(OUT_CSV)),
+    ),
+)
 
 
 def run(cfg) -> dict:

@@ -11,15 +11,14 @@ import time
 
 import numpy as np
 
-from pipeline import paths
-from pipeline.errors import ConfigError
-from pipeline.io import write_json
+from pipeline.core import paths
+from pipeline.core.errors import ConfigError
+from pipeline.core.io import write_json
 from pipeline.models import build_model, save_model
 from pipeline.readout import fit_readout, knn_accuracy
 from pipeline.regularizers import build_regularizers
-from pipeline.stages.common import (
+from pipeline.stages.shared import (
     Pixels,
-    data_signature,
     example_batch,
     extract_features,
     normalization,
@@ -28,28 +27,21 @@ from pipeline.stages.common import (
     spectral_summary,
     start,
 )
-from pipeline.stages.contract import BASE_CODE, MODEL_CODE, Contract
-from pipeline.training.checkpoint import CheckpointStore, fingerprint
+from pipeline.stages.spec import TRAINING_CODE, Arg, Plot, StageSpec
+from pipeline.training.checkpoint import CheckpointStore
+from pipeline.training.fingerprint import run_fingerprint
 from pipeline.training.loop import FitContext, fit
 from pipeline.training.sampling import SeededTransform
 from pipeline.training.ssl import SSLModule, view_transform
 
-CODE = [
-    *BASE_CODE,
-    *MODEL_CODE,
-    "pipeline/stages/ssl.py",
-    "pipeline/readout.py",
-    "pipeline/models",
-    "pipeline/regularizers",
-    "pipeline/data",
-]
-
-
-def contract(cfg, variant: str) -> Contract:
-    metrics = paths.stage_metrics("ssl", variant)
-    spec = cfg.ssl
-    return Contract(
-        params=[
+ARGS = (Arg("variant", help="a name under ssl.variants"),)
+STAGES = (
+    StageSpec(
+        name="ssl",
+        command="ssl",
+        matrix={"variant": "ssl.run"},
+        gpus="{ssl.train.gpus}",
+        params=(
             "ssl.data",
             "ssl.model",
             "ssl.train",
@@ -57,14 +49,17 @@ def contract(cfg, variant: str) -> Contract:
             "ssl.barlow_twins",
             "ssl.augment",
             "ssl.knn_k",
-            f"ssl.variants.{variant}",
-        ],
-        deps=[*CODE, spec.data.root],
-        outs=[str(paths.backbone_model(variant))],
-        persist=[str(paths.checkpoints("ssl", variant))],
-        metrics=[str(metrics / "summary.json")],
-        plots=[str(metrics / "history.csv")],
-    )
+            "ssl.variants.{variant}",
+        ),
+        code=(*TRAINING_CODE, "pipeline/readout.py"),
+        deps=("{ssl.data.root}",),
+        outs=(str(paths.backbone_model("{variant}")),),
+        metrics=(str(paths.stage_metrics("ssl", "{variant}") / "summary.json"),),
+        plots=(
+            Plot(str(paths.stage_metrics("ssl", "{variant}") / "history.csv"), "epoch", "knn_acc"),
+        ),
+    ),
+)
 
 
 def run(cfg, variant: str) -> dict:
@@ -93,12 +88,7 @@ def run(cfg, variant: str) -> dict:
         vx, vy = extract_features(m, test_eval, stage.device)
         return {"knn_acc": knn_accuracy(tx, ty, vx, vy, k=spec.knn_k)}
 
-    run_fp = fingerprint(
-        "ssl",
-        spec.model_dump(exclude={"variants", "run"}),
-        chosen.model_dump(),
-        data_signature(spec.data, cfg.run),
-    )
+    run_fp = run_fingerprint(STAGES[0], {"variant": variant}, cfg)
     metrics_dir = paths.stage_metrics("ssl", variant)
     t0 = time.perf_counter()
     history = fit(

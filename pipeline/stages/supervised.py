@@ -6,7 +6,7 @@ import logging
 import time
 
 from pipeline.regularizers import build_regularizers
-from pipeline.stages.common import (
+from pipeline.stages.shared import (
     Pixels,
     StageRun,
     evaluate_accuracy,

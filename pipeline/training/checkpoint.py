@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from pipeline.io import atomic_torch_save
+from pipeline.core.io import atomic_torch_save
 
 log = logging.getLogger(__name__)
 

@@ -19,16 +19,16 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
-from pipeline.errors import TrainingError
+from pipeline.core.errors import TrainingError
 from pipeline.regularizers.base import Regularizer, StepContext
-from pipeline.training import runtime
-from pipeline.training.checkpoint import CheckpointStore
-from pipeline.training.distributed import (
+from pipeline.runtime import device as runtime
+from pipeline.runtime.distributed import (
     DistInfo,
     all_reduce_mean,
     broadcast_buffers,
     broadcast_object,
 )
+from pipeline.training.checkpoint import CheckpointStore
 from pipeline.training.metrics import write_history
 from pipeline.training.sampling import EpochSampler
 from pipeline.training.schedule import lr_multiplier
@@ -78,7 +78,7 @@ class SupervisedModule(TrainModule):
 class FitContext:
     """Everything :func:`fit` needs besides the module; built by a stage."""
 
-    spec: object  # pipeline.config.TrainSpec
+    spec: object  # pipeline.core.config.TrainSpec
     train_set: Dataset  # yields (inputs, targets); has set_epoch(epoch)
     checkpoints: CheckpointStore
     metrics_dir: Path

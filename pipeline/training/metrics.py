@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pipeline.io import write_csv, write_json
+from pipeline.core.io import write_csv, write_json
 
 
 def write_history(history: list[dict], directory: str | Path) -> None:

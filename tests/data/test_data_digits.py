@@ -9,7 +9,7 @@ import pytest
 from sklearn.datasets import load_digits
 
 from pipeline.data import open_source
-from pipeline.errors import ConfigError
+from pipeline.core.errors import ConfigError
 
 RAW = load_digits()
 

@@ -23,7 +23,7 @@ from pipeline.data import (
     write_shards,
 )
 from pipeline.data.loaders import EpochShuffleSampler
-from pipeline.errors import ConfigError
+from pipeline.core.errors import ConfigError
 
 
 def indexed(n: int = 20) -> ArrayDataset:

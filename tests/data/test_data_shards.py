@@ -20,7 +20,7 @@ from pipeline.data import (
     write_shards,
 )
 from pipeline.data.shard_cli import parse_option, shard_main
-from pipeline.errors import ConfigError, DatasetError
+from pipeline.core.errors import ConfigError, DatasetError
 
 
 def small_rgb(n: int = 23, classes: int = 3) -> ArrayDataset:

@@ -13,7 +13,7 @@ from PIL import Image
 
 from pipeline.data import available_sources, open_source, source_options
 from pipeline.data.base import LabeledDataset
-from pipeline.errors import ConfigError, DatasetError
+from pipeline.core.errors import ConfigError, DatasetError
 
 
 def labels_of(ds: LabeledDataset) -> list[int]:

@@ -17,7 +17,7 @@ from pipeline.data import (
     plain_tensor,
     to_pixel_tensor,
 )
-from pipeline.errors import ConfigError
+from pipeline.core.errors import ConfigError
 
 
 def rgb(width: int = 40, height: int = 30, seed: int = 0) -> Image.Image:

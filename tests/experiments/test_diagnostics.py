@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from pipeline.analysis import noise_diagnostics, representation_diagnostics, weight_rows
-from pipeline.config import ModelSpec
+from pipeline.core.config import ModelSpec
 from pipeline.data import ArrayDataset, write_shards
 from pipeline.experiments.config import DiagnosticsSettings
 from pipeline.experiments.diagnostics import load_target, run_backbone

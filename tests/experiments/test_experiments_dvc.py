@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pipeline.config import load_config
+from pipeline.core.config import load_config
 from pipeline.experiments.__main__ import COMMANDS, main
 from pipeline.experiments.config import load_experiments_config
 from tests.conftest import REPO

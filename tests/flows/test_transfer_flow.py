@@ -24,8 +24,8 @@ from flows.launch import (
 )
 from flows.state import stamp_path
 from flows.transfer import _retryable, execute_stage, select, transfer
-from pipeline.config import load_config
-from pipeline.errors import ConfigError
+from pipeline.core.config import load_config
+from pipeline.core.errors import ConfigError
 from pipeline.plan import plan
 from tests.conftest import tiny_params
 

@@ -7,7 +7,7 @@ from types import SimpleNamespace as NS
 import pytest
 import torch
 
-from pipeline.config import ModelSpec
+from pipeline.core.config import ModelSpec
 from pipeline.models import build_model, load_model, save_model
 
 

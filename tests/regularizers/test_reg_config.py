@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from pydantic import TypeAdapter, ValidationError
 
-from pipeline.errors import ConfigError
+from pipeline.core.errors import ConfigError
 from pipeline.regularizers import (
     BatchSpectralShrinkage,
     L1Norm,

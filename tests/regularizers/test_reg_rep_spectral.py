@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from pipeline.errors import ConfigError
+from pipeline.core.errors import ConfigError
 from pipeline.regularizers import LLSpectral, RepSpectral, StepContext, conv_sigma_max
 
 BACKBONE_LAYERS = [

@@ -8,8 +8,8 @@ from types import SimpleNamespace as NS
 import pytest
 import torch
 
-from pipeline.config import ScheduleSpec, TrainSpec
-from pipeline.errors import TrainingError
+from pipeline.core.config import ScheduleSpec, TrainSpec
+from pipeline.core.errors import TrainingError
 from pipeline.models import build_model
 from pipeline.training.checkpoint import CheckpointStore
 from pipeline.training.loop import FitContext, SupervisedModule, fit

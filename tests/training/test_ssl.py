@@ -8,7 +8,7 @@ import pytest
 import torch
 from PIL import Image
 
-from pipeline.config import SSLAugment, SSLSpec
+from pipeline.core.config import SSLAugment, SSLSpec
 from pipeline.models import build_model
 from pipeline.regularizers import RepSpectral, StepContext
 from pipeline.training.ssl import SSLModule, view_transform

@@ -52,3 +52,8 @@ def readout_model(run_id: str) -> Path:
 
 def attack_metrics(kind: str, run_id: str) -> Path:
     return METRICS / "attack" / kind / run_id
+
+
+def run_dir(instance: str) -> Path:
+    """A stage instance's private working folder (its lock); never a DVC output."""
+    return ARTIFACTS / "runs" / instance

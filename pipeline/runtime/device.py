@@ -9,7 +9,7 @@ import random
 import numpy as np
 import torch
 
-from pipeline.errors import ConfigError
+from pipeline.core.errors import ConfigError
 
 
 def pick_device(requested: str = "auto") -> torch.device:

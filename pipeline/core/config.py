@@ -2,7 +2,7 @@
 
 Every stage reads its section through :func:`load_config`, so a bad parameter (unknown key,
 wrong type, out-of-range value, unknown dataset/model/variant name) is reported before any work
-starts, as a :class:`~pipeline.errors.ConfigError` naming the key and what is allowed.
+starts, as a :class:`~pipeline.core.errors.ConfigError` naming the key and what is allowed.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from pipeline.errors import ConfigError
+from pipeline.core.errors import ConfigError
 from pipeline.regularizers.config import RegularizerConfig
 
 DATA_SOURCES = (

@@ -1,4 +1,8 @@
-"""Glue shared by the stages: datasets from a DataSpec, evaluation, features, run setup."""
+"""Glue shared by the stages: datasets from a DataSpec, names, backbones, evaluation, run setup.
+
+It never imports the training loop or the regularizers, so stages that only load models
+(readout, attack) do not re-run when training code changes.
+"""
 
 from __future__ import annotations
 
@@ -11,13 +15,14 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
+from pipeline.core import paths
+from pipeline.core.errors import ConfigError, DatasetError
 from pipeline.data import open_source
 from pipeline.data.shards import open_shards
 from pipeline.data.transforms import default_stats, to_pixel_tensor
-from pipeline.errors import ConfigError, DatasetError
-from pipeline.training import runtime
-from pipeline.training.checkpoint import file_digest
-from pipeline.training.distributed import DistInfo, init_distributed
+from pipeline.models import load_model
+from pipeline.runtime import device as runtime
+from pipeline.runtime.distributed import DistInfo, init_distributed
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +60,33 @@ class Pixels(Dataset):
     def __getitem__(self, i: int):
         image, label = self.dataset[i]
         return self.transform(image), label
+
+
+def check_names(cfg, target: str, backbone: str, regularizer: str | None = None) -> None:
+    """A finetune target, backbone and finetune regularizer named on the command line exist."""
+    ft = cfg.finetune
+    if target not in ft.targets:
+        raise ConfigError(
+            f"--target {target!r} is not in finetune.targets; allowed: {', '.join(ft.targets)}"
+        )
+    cfg.backbone_kind(backbone)  # raises with the allowed names
+    if regularizer is not None and regularizer not in ft.regularizers:
+        raise ConfigError(
+            f"--regularizer {regularizer!r} is not in finetune.regularizers; "
+            f"allowed: {', '.join(ft.regularizers)}"
+        )
+
+
+def load_backbone_for(target_channels: int, backbone: str):
+    """A pretrained backbone's model, metadata and path, checked against the target's channels."""
+    path = paths.backbone_model(backbone)
+    model, meta = load_model(path)
+    if meta["in_chans"] != target_channels:
+        raise ConfigError(
+            f"backbone {backbone!r} takes {meta['in_chans']}-channel images but the target has "
+            f"{target_channels}; pretrain on data with the same channels"
+        )
+    return model, meta, path
 
 
 def resolve_root(root: str | None) -> Path | None:
@@ -145,17 +177,6 @@ def load_pixels(dataset: Dataset, limit: int | None = None) -> tuple[torch.Tenso
 def example_batch(dataset: Dataset, n: int = 8) -> torch.Tensor:
     """A few inputs at the real resolution, for recording conv input sizes."""
     return torch.stack([dataset[i][0] for i in range(min(n, len(dataset)))])
-
-
-def data_signature(spec, run) -> str:
-    """Cheap identity of a dataset on disk (names, sizes, mtimes), for checkpoint fingerprints."""
-    if spec.source == "digits":
-        return "digits"
-    root = resolve_root(spec.root)
-    if root is None or not root.exists():
-        return "missing"
-    meta = sorted(root.rglob("meta.json")) if spec.source == "shards" else []
-    return ";".join(file_digest(m) for m in meta) or str(root.resolve())
 
 
 def spectral_summary(model, example: torch.Tensor) -> dict[str, float]:

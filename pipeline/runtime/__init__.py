@@ -1,0 +1,1 @@
+"""Where and how a stage process runs: device, threads, seeds, and DDP process groups."""
