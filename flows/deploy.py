@@ -23,7 +23,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from flows.state import REPO_ROOT
+from flows.launch import REPO_ROOT
 from flows.transfer import transfer
 
 ENTRYPOINT = "flows/transfer.py:transfer"

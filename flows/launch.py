@@ -1,75 +1,47 @@
-"""How the flow starts a stage: the same ``python -m pipeline <stage>`` command DVC runs, under
-``torchrun`` when the stage trains on several GPUs, with its output forwarded line by line.
+"""How the flow starts a stage: the command ``dvc.yaml`` declares for it, in a subprocess with
+its allotted GPUs, its output forwarded line by line to the Prefect task's log.
 
-Multi-node: set ``PIPELINE_NNODES`` (> 1), ``PIPELINE_RDZV_ENDPOINT`` (``host:port`` of the
-rendezvous) and optionally ``PIPELINE_RDZV_BACKEND`` (default ``c10d``), ``PIPELINE_RDZV_ID``
-(prefix of the rendezvous id; the stage id is appended so stages never share one) and
-``PIPELINE_NODE_RANK`` on every node; each node then starts its share of the processes.
+A training stage with ``train.gpus`` > 1 relaunches itself under torchrun
+(:mod:`pipeline.core.launch`), so the flow and ``dvc repro`` launch it the same way.
 """
 
 from __future__ import annotations
 
 import collections
 import contextlib
+import ctypes
 import os
-import re
+import shlex
 import signal
 import subprocess
 import sys
 import threading
+from pathlib import Path
 
-from flows.state import REPO_ROOT
+import pipeline
+
+REPO_ROOT = Path(pipeline.__file__).resolve().parents[1]
 
 
 class StageFailed(RuntimeError):
-    """A stage process exited non-zero; ``exit_code`` 2 is a user error (no point retrying)."""
+    """A stage process exited non-zero; ``exit_code`` 2 is a user error (no point retrying).
+
+    The message is the stage's own ``error: ...`` line when it printed one, else its last lines.
+    """
 
     def __init__(self, ident: str, exit_code: int, tail: list[str]):
         self.exit_code = exit_code
-        last = "\n".join(tail)
-        super().__init__(f"{ident}: exited with status {exit_code}; last output:\n{last}")
+        errors = [line for line in tail if line.startswith("error: ")]
+        detail = errors[-1] if errors else "last output:\n" + "\n".join(tail[-10:])
+        super().__init__(f"{ident}: exited with status {exit_code}: {detail}")
 
 
-def torchrun_args(nproc: int, ident: str, env: dict[str, str] | None = None) -> list[str]:
-    """``torchrun`` options: one standalone node (free port), or a multi-node rendezvous."""
-    env = os.environ if env is None else env
-    nnodes = int(env.get("PIPELINE_NNODES", "1"))
-    args = [f"--nproc_per_node={nproc}"]
-    if nnodes <= 1:
-        return ["--standalone", *args]
-    endpoint = env.get("PIPELINE_RDZV_ENDPOINT")
-    if not endpoint:
-        raise ValueError("PIPELINE_NNODES > 1 needs PIPELINE_RDZV_ENDPOINT=host:port")
-    run_id = re.sub(r"[^A-Za-z0-9_.-]", "_", f"{env.get('PIPELINE_RDZV_ID', 'pipeline')}-{ident}")
-    args += [
-        f"--nnodes={nnodes}",
-        f"--rdzv-backend={env.get('PIPELINE_RDZV_BACKEND', 'c10d')}",
-        f"--rdzv-endpoint={endpoint}",
-        f"--rdzv-id={run_id}",
-    ]
-    if "PIPELINE_NODE_RANK" in env:
-        args.append(f"--node-rank={env['PIPELINE_NODE_RANK']}")
-    return args
-
-
-def stage_command(
-    stage: str,
-    cli_args: list[str],
-    params: str,
-    overrides: list[str],
-    nproc: int = 1,
-    ident: str = "",
-) -> list[str]:
-    """``python -m pipeline <stage> ...``, or ``torchrun --nproc_per_node=N -m pipeline ...``.
-
-    ``torchrun`` is invoked as ``python -m torch.distributed.run`` (its entry point), so the
-    workers use the flow's interpreter and environment.
-    """
-    sets = [a for o in overrides for a in ("--set", o)]
-    body = ["-m", "pipeline", stage, "--params", str(params), *sets, *cli_args]
-    if nproc > 1:
-        return [sys.executable, "-m", "torch.distributed.run", *torchrun_args(nproc, ident), *body]
-    return [sys.executable, *body]
+def stage_argv(cmd: str) -> list[str]:
+    """``dvc.yaml``'s command as an argument list, on this interpreter."""
+    argv = shlex.split(cmd)
+    if argv and argv[0] in ("python", "python3"):
+        argv[0] = sys.executable
+    return argv
 
 
 def child_env(devices: list[int] | None) -> dict[str, str]:
@@ -83,7 +55,9 @@ def child_env(devices: list[int] | None) -> dict[str, str]:
     return env
 
 
-def run_streaming(cmd: list[str], env: dict[str, str], log, ident: str, tail: int = 40) -> None:
+def run_streaming(
+    cmd: list[str], env: dict[str, str], log, ident: str, cwd: str | None = None, tail: int = 40
+) -> None:
     """Run ``cmd``, logging every output line as ``[ident] line``; raise StageFailed on error.
 
     The child gets its own process group so an interrupted flow stops all of its workers.
@@ -94,7 +68,9 @@ def run_streaming(cmd: list[str], env: dict[str, str], log, ident: str, tail: in
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         env=env,
+        cwd=cwd,
         start_new_session=True,
+        preexec_fn=_die_with_parent,
     )
     try:
         assert proc.stdout is not None
@@ -111,6 +87,12 @@ def run_streaming(cmd: list[str], env: dict[str, str], log, ident: str, tail: in
         raise
     if code != 0:
         raise StageFailed(ident, code, list(last))
+
+
+def _die_with_parent() -> None:
+    """In the child: be killed when the flow dies, even by SIGKILL (Linux), never orphaned."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
 
 
 def _kill(proc: subprocess.Popen) -> None:

@@ -1,142 +1,134 @@
-"""The transfer DAG as a Prefect flow over the same stage functions DVC runs.
+"""The transfer DAG as a Prefect flow: DVC's own stages, run in parallel, recorded in DVC.
 
-``python -m flows.transfer --params configs/transfer-cifar10.yaml [--set k=v ...]``
+``python -m flows.transfer [--params FILE] [--set k=v ...] [--only PATTERN] [--dry-run]``
 
-The instances and their edges come from :func:`pipeline.plan.plan` (the matrices of
-``dvc.yaml``). Each instance is one Prefect task that takes and returns only paths and config:
-the parameter file and overrides, the stage name and its item. A task skips an instance that
-is up to date (:mod:`flows.state`). Training stages run as ``python -m pipeline <stage> ...``
-in a subprocess, under ``torchrun`` when their ``train.gpus`` > 1; the light stages (prepare,
-report, and on a CPU-only machine readout and attack) call ``pipeline.stages.<stage>.run`` in
-the flow process. Tasks are submitted only once their upstream tasks have finished, so a
-large DAG never fills the thread pool with tasks waiting on each other, and GPUs are allotted
-to concurrent stages without overlap.
+DVC is the one record; Prefect is the executor DVC lacks (``dvc repro`` runs one stage at a
+time in a workspace). The instances and edges come from the stage declarations
+(:mod:`pipeline.plan`, the same ones that generate ``dvc.yaml``). For each instance, once its
+upstream instances are done, a task asks DVC whether it changed (:mod:`flows.record`); if not,
+it is *Up to date*; if DVC's run-cache holds it, it is *Restored*; otherwise the task runs the
+command ``dvc.yaml`` declares for it, on its own GPUs, and records it in DVC's cache and
+``dvc.lock``. Afterwards ``dvc status`` is clean, ``dvc repro`` runs nothing, and the run is
+saved as a DVC experiment (``dvc exp show`` lists it with its metrics).
+
+Parameters follow DVC's model: the workspace's ``params.yaml`` *is* the experiment.
+``--params FILE`` and ``--set`` are written into ``params.yaml`` before anything runs (as
+``dvc exp run -S`` does); uncommitted edits to ``params.yaml`` are never overwritten.
 """
 
 from __future__ import annotations
 
-import argparse
-import importlib
-import logging
 import os
 import queue
+import subprocess
 import sys
-import threading
-import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from fnmatch import fnmatch
+from pathlib import Path
 
+import yaml
 from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
+from prefect.runtime import flow_run
+from prefect.states import Cancelled, Completed
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from flows.launch import DevicePool, StageFailed, child_env, run_streaming, stage_command
-from flows.state import HashCache, output_state, stage_key, up_to_date, write_stamp
-from pipeline.core.config import load_config
-from pipeline.core.errors import PipelineError
-from pipeline.plan import CPU_STAGES, TRAINING_STAGES, StageInstance, cli_args, plan
+from flows.launch import DevicePool, StageFailed, child_env, run_streaming, stage_argv
+from flows.record import DvcRecord
+from pipeline.core.cli import add_params_options, fail, make_parser
+from pipeline.core.config import apply_overrides, load_config, read_params
+from pipeline.core.errors import ConfigError, PipelineError
+from pipeline.core.io import atomic_write_text
+from pipeline.plan import StageInstance, plan, problems
 
-DONE = ("ran", "skipped")
-_CACHE_LOCK = threading.Lock()
-_CACHES: dict[str, HashCache] = {}
-
-
-def _cache() -> HashCache:
-    """One hash cache per working directory, shared by the threads of a flow run."""
-    cwd = os.getcwd()
-    with _CACHE_LOCK:
-        if cwd not in _CACHES:
-            _CACHES[cwd] = HashCache()
-        return _CACHES[cwd]
+WORKSPACE_PARAMS = "params.yaml"
+REPORT = Path("reports/transfer.md")
+DONE = ("ran", "up to date", "restored")
 
 
-_FORWARDING = {"count": 0, "lock": threading.Lock()}
+# -- parameters: the workspace's params.yaml is the experiment ---------------------------------
+
+
+def composed_params(params: str, overrides: list[str]) -> str | None:
+    """The text ``params.yaml`` must hold for this run; None when it already does."""
+    if Path(params).resolve() == Path(WORKSPACE_PARAMS).resolve() and not overrides:
+        return None
+    data = apply_overrides(read_params(params), overrides)
+    text = yaml.safe_dump(data, sort_keys=False)
+    current = Path(WORKSPACE_PARAMS)
+    if current.is_file() and yaml.safe_load(current.read_text()) == data:
+        return None
+    return text
+
+
+def _uncommitted(path: str) -> bool:
+    """``path`` differs from git's HEAD (or is untracked); False outside git."""
+    try:
+        out = subprocess.run(
+            ["git", "status", "--porcelain", "--", path], capture_output=True, text=True, check=True
+        )
+    except (OSError, subprocess.CalledProcessError):
+        return False
+    return bool(out.stdout.strip())
+
+
+def apply_params(params: str, overrides: list[str]) -> bool:
+    """Write ``--params``/``--set`` into ``params.yaml``; True when it changed.
+
+    Refuses (ConfigError) rather than overwrite uncommitted edits to ``params.yaml``.
+    """
+    load_config(params, overrides)  # a bad file or override fails here, before anything
+    text = composed_params(params, overrides)
+    if text is None:
+        return False
+    if Path(WORKSPACE_PARAMS).is_file() and _uncommitted(WORKSPACE_PARAMS):
+        raise ConfigError(
+            f"params.yaml has uncommitted edits, and running {params} would replace them; "
+            "commit or stash them (git stash), or run with --params params.yaml"
+        )
+    atomic_write_text(Path(WORKSPACE_PARAMS), text)
+    return True
 
 
 @contextmanager
-def forward_logs(log, name: str = "pipeline"):
-    """Send this thread's ``pipeline.*`` log records to the task's Prefect logger.
-
-    While any task forwards, the records do not also propagate to the console handler, which
-    would print each line twice.
-    """
-    me = threading.get_ident()
-
-    class Forward(logging.Handler):
-        def emit(self, record: logging.LogRecord) -> None:
-            if record.thread == me:
-                log.log(record.levelno, "%s: %s", record.name, record.getMessage())
-
-    logger = logging.getLogger(name)
-    handler = Forward()
-    with _FORWARDING["lock"]:
-        if _FORWARDING["count"] == 0:
-            _FORWARDING["saved"] = (logger.level, logger.propagate)
-            logger.setLevel(min(logger.getEffectiveLevel(), logging.INFO))
-            logger.propagate = False
-        _FORWARDING["count"] += 1
-        logger.addHandler(handler)
+def params_applied(params: str, overrides: list[str]) -> Iterator[None]:
+    """``params.yaml`` as the run would have it, restored afterwards (for dry runs)."""
+    path = Path(WORKSPACE_PARAMS)
+    before = path.read_bytes() if path.is_file() else None
+    text = composed_params(params, overrides)
     try:
+        if text is not None:
+            atomic_write_text(path, text)
         yield
     finally:
-        with _FORWARDING["lock"]:
-            logger.removeHandler(handler)
-            _FORWARDING["count"] -= 1
-            if _FORWARDING["count"] == 0:
-                logger.level, logger.propagate = _FORWARDING["saved"]
+        if text is not None and before is not None:
+            path.write_bytes(before)
+
+
+# -- one stage instance -----------------------------------------------------------------------
 
 
 def execute_stage(
-    params: str,
-    overrides: list[str],
-    stage: str,
-    item: dict,
-    ident: str,
-    nproc: int = 1,
-    devices: list[int] | None = None,
-    inline: bool = False,
-    log: logging.Logger | logging.LoggerAdapter | None = None,
-) -> dict:
-    """Run one stage instance unless it is up to date; returns ``{"id", "status", "seconds"}``.
+    record: DvcRecord, inst: StageInstance, devices: list[int] | None, log
+) -> tuple[str, str]:
+    """Run one instance the way ``dvc repro`` would; ``(status, message)``.
 
-    The plain function behind the task, so it can be tested and reused without Prefect.
+    The plain function behind the task, so it can be tested without Prefect.
     """
-    log = log or logging.getLogger("flows")
-    cfg = load_config(params, overrides)
-    module = importlib.import_module(f"pipeline.stages.{stage}")
-    contract = module.contract(cfg, **item)
-    cache = _cache()
-    key, detail = stage_key(cfg, contract, cache)
-    if up_to_date(stage, ident, key, output_state(contract, cache)):
-        log.info("%s: up to date, skipped", ident)
-        return {"id": ident, "status": "skipped", "seconds": 0.0}
-    t0 = time.perf_counter()
-    if inline:
-        log.info("%s: running pipeline.stages.%s.run in the flow process", ident, stage)
-        with forward_logs(log):
-            module.run(cfg, **item)
-    else:
-        cmd = stage_command(stage, cli_args(item), params, _quiet(overrides), nproc, ident)
-        log.info("%s: %s", ident, " ".join(cmd))
-        run_streaming(cmd, child_env(devices), log, ident)
-    seconds = round(time.perf_counter() - t0, 2)
-    if int(os.environ.get("PIPELINE_NODE_RANK", "0")) > 0:
-        return {"id": ident, "status": "ran", "seconds": seconds}  # rank 0's node writes
-    outs = output_state(contract, cache)
-    missing = [p for p, h in outs.items() if h is None]
-    if missing:
-        raise RuntimeError(f"{ident}: finished without writing {', '.join(missing)}")
-    write_stamp(stage, ident, key, detail, outs)
-    cache.save()
-    log.info("%s: done in %.1f s", ident, seconds)
-    return {"id": ident, "status": "ran", "seconds": seconds}
-
-
-def _quiet(overrides: list[str]) -> list[str]:
-    """Progress bars make unreadable logs; turn them off unless the user chose otherwise."""
-    if any(o.split("=", 1)[0].strip() == "run.progress" for o in overrides):
-        return list(overrides)
-    return [*overrides, "run.progress=false"]
+    if not record.changed(inst.id):
+        return "up to date", "unchanged since dvc.lock; not run"
+    if record.restore(inst.id):
+        return "restored", "restored from DVC's run-cache; not run"
+    record.clear(inst.id)
+    argv = stage_argv(record.command(inst.id))
+    env = child_env(devices)
+    env.update({"DVC_ROOT": str(record.root), "DVC_STAGE": inst.id})
+    log.info("%s: %s", inst.id, " ".join(argv[1:]))
+    run_streaming(argv, env, log, inst.id, cwd=str(record.root))
+    record.commit(inst.id)
+    return "ran", "ran and recorded in dvc.lock"
 
 
 def _retryable(task, task_run, state) -> bool:
@@ -147,26 +139,31 @@ def _retryable(task, task_run, state) -> bool:
     return not (isinstance(exc, StageFailed) and exc.exit_code == PipelineError.exit_code)
 
 
-@task(
-    name="stage",
-    cache_policy=NO_CACHE,
-    persist_result=False,
-    retry_condition_fn=_retryable,
-)
-def run_stage(
-    params: str,
-    overrides: list[str],
-    stage: str,
-    item: dict,
-    ident: str,
-    nproc: int = 1,
-    devices: list[int] | None = None,
-    inline: bool = False,
-) -> dict:
-    """Prefect task: one stage instance (paths and config in, a small status dict out)."""
-    return execute_stage(
-        params, overrides, stage, item, ident, nproc, devices, inline, get_run_logger()
+@task(name="stage", cache_policy=NO_CACHE, persist_result=False, retry_condition_fn=_retryable)
+def run_stage(root: str, inst: StageInstance, devices: list[int] | None = None):
+    """Prefect task: one stage instance; its state says whether it ran, was up to date or restored."""
+    log = get_run_logger()
+    try:
+        status, message = execute_stage(DvcRecord(root), inst, devices, log)
+    except StageFailed as exc:
+        log.error("%s", exc)
+        raise
+    log.info("%s: %s", inst.id, message)
+    if status == "ran":
+        return Completed(message=message, data=status)
+    return Completed(
+        name="Up to date" if status == "up to date" else "Restored", message=message, data=status
     )
+
+
+@task(name="not run", cache_policy=NO_CACHE, persist_result=False)
+def not_run(ident: str, reason: str):
+    """A visible placeholder for an instance that never ran because an upstream one failed."""
+    get_run_logger().error("%s: not run: %s", ident, reason)
+    return Cancelled(name="Upstream failed", message=reason)
+
+
+# -- the flow ---------------------------------------------------------------------------------
 
 
 def select(instances: list[StageInstance], only: list[str] | None) -> list[StageInstance]:
@@ -177,82 +174,96 @@ def select(instances: list[StageInstance], only: list[str] | None) -> list[Stage
 
 
 def _visible_gpus() -> int:
-    import torch
+    from pipeline.core.launch import visible_gpus
 
-    return torch.cuda.device_count() if torch.cuda.is_available() else 0
+    return visible_gpus()
 
 
-@flow(name="transfer", task_runner=ThreadPoolTaskRunner(max_workers=32))
+def run_name() -> str:
+    """``params.yaml +2 overrides`` and the like: which parameters this flow run used."""
+    params = flow_run.parameters or {}
+    name = Path(params.get("params") or WORKSPACE_PARAMS).name
+    sets = params.get("overrides") or []
+    return f"{name} " + " ".join(sets) if sets else name
+
+
+def check_plan(instances: list[StageInstance], device: str, gpus: int) -> None:
+    """Missing raw data and GPU shortfalls for the whole plan, before any stage starts."""
+    found = problems(instances, device, visible=gpus)
+    if found:
+        raise ConfigError("cannot run the plan: " + "; ".join(found))
+
+
+def _save_experiment(log, name: str) -> None:
+    """Record the finished run as a DVC experiment, so ``dvc exp show`` lists its metrics."""
+    safe = "".join(c if c.isalnum() or c in "-_" else "-" for c in name).strip("-")[:60]
+    cmd = ["dvc", "exp", "save", "--force", "-n", f"flow-{safe}", "-I", "dvc.lock"]
+    done = subprocess.run(
+        [sys.executable, "-m", "dvc", *cmd[1:]], capture_output=True, text=True, check=False
+    )
+    if done.returncode == 0:
+        log.info("saved as DVC experiment flow-%s (dvc exp show)", safe)
+    else:
+        log.warning("not saved as a DVC experiment: %s", done.stderr.strip().splitlines()[-1:])
+
+
+@flow(name="transfer", flow_run_name=run_name, task_runner=ThreadPoolTaskRunner(max_workers=32))
 def transfer(
-    params: str = "params.yaml",
+    params: str = WORKSPACE_PARAMS,
     overrides: list[str] | None = None,
     only: list[str] | None = None,
     max_parallel: int | None = None,
     gpus: int | None = None,
-    isolate: bool = False,
     retries: int = 2,
     retry_delay_seconds: float = 10.0,
+    save_experiment: bool = True,
 ) -> dict[str, str]:
-    """Run (or skip) every stage instance of the parameter file; returns ``{id: status}``.
+    """Run (or skip) every stage instance of the parameters; returns ``{id: status}``.
 
-    ``only``: glob patterns of ids or stage names to run (the others are not run, so the
-    outputs the selected ones read must exist). ``gpus``: GPUs this worker may use (default: all visible). ``max_parallel``: stages
-    at once (default: the GPU count, or 2 on a CPU-only machine). ``isolate``: run every stage
-    in its own process. ``retries``: attempts after a crash (user errors are never retried).
+    ``only``: glob patterns of ids or stage names to run. ``gpus``: GPUs this worker may use
+    (default: all visible). ``max_parallel``: stages at once (default: the GPU count, or the CPU
+    count on a CPU-only machine). ``retries``: attempts after a crash (user errors never retry).
     """
     log = get_run_logger()
     overrides = list(overrides or [])
     cfg = load_config(params, overrides)  # a bad parameter fails here, before any work
+    if apply_params(params, overrides):
+        log.info("params.yaml now holds %s %s (DVC's model: the workspace is the experiment)",
+                 params, " ".join(overrides))  # fmt: skip
     chosen = select(plan(cfg), only)
     gpus = _visible_gpus() if gpus is None else gpus
+    check_plan(chosen, cfg.run.device, gpus)
     pool = DevicePool(gpus)
-    max_parallel = max_parallel or (gpus or 2)
-    log.info(
-        "%d stage instances from %s; %d GPU(s), up to %d at once",
-        len(chosen),
-        params,
-        gpus,
-        max_parallel,
-    )
+    max_parallel = max_parallel or gpus or os.cpu_count() or 2
+    log.info("%d stage instances; %d GPU(s); up to %d at once", len(chosen), gpus, max_parallel)
+    root = str(Path.cwd())
     ids = {i.id for i in chosen}
     pending = {i.id: i for i in chosen}
     status: dict[str, str] = {}
     running: dict[str, tuple] = {}
-    futures: dict = {}  # every submitted task, so the UI can draw the edges
     finished: queue.Queue[str] = queue.Queue()
     while pending or running:
         for inst in list(pending.values()):
             ups = [u for u in inst.upstream if u in ids]
-            if any(status.get(u) not in (None, *DONE) for u in ups):
+            failed = [u for u in ups if status.get(u) not in (None, *DONE)]
+            if failed:
                 status[inst.id] = "upstream failed"
+                not_run.with_options(task_run_name=inst.id).submit(
+                    inst.id, f"upstream {', '.join(failed)} did not complete"
+                ).wait()
                 del pending[inst.id]
                 continue
             if len(running) >= max_parallel or any(status.get(u) not in DONE for u in ups):
                 continue
-            need = inst.gpus if (gpus and inst.stage not in CPU_STAGES) else 0
-            if need > gpus:
-                log.error("%s needs %d GPUs; this worker has %d", inst.id, need, gpus)
-                status[inst.id] = "failed"
-                del pending[inst.id]
-                continue
+            need = inst.gpus if (gpus and inst.gpus) else 0
             devices = pool.acquire(need)
             if devices is None:
                 continue
-            inline = (
-                not isolate
-                and inst.stage not in TRAINING_STAGES
-                and (inst.stage in CPU_STAGES or not gpus)
-            )
             future = run_stage.with_options(
                 task_run_name=inst.id, retries=retries, retry_delay_seconds=retry_delay_seconds
-            ).submit(
-                params, overrides, inst.stage, inst.item, inst.id,
-                nproc=max(1, inst.gpus), devices=devices if gpus else None, inline=inline,
-                wait_for=[futures[u] for u in ups if u in futures],
-            )  # fmt: skip
+            ).submit(root, inst, devices if gpus else None)
             future.add_done_callback(lambda _f, i=inst.id: finished.put(i))
             running[inst.id] = (future, devices)
-            futures[inst.id] = future
             del pending[inst.id]
         if not running:
             break
@@ -260,58 +271,59 @@ def transfer(
         future, devices = running.pop(ident)
         pool.release(devices)
         future.wait()
-        if future.state.is_completed():
-            status[ident] = future.result()["status"]
-        else:
-            status[ident] = "failed"
+        state = future.state
+        status[ident] = state.result(raise_on_failure=False) if state.is_completed() else "failed"
     counts = {s: sum(v == s for v in status.values()) for s in sorted(set(status.values()))}
     log.info("finished: %s", ", ".join(f"{n} {s}" for s, n in counts.items()))
+    if REPORT.is_file():
+        create_markdown_artifact(key="transfer-report", markdown=REPORT.read_text(),
+                                 description="reports/transfer.md")  # fmt: skip
     bad = {i: s for i, s in status.items() if s not in DONE}
     if bad:
         raise RuntimeError(
             f"{len(bad)} stage instance(s) did not complete: "
-            + ", ".join(f"{i} ({s})" for i, s in bad.items())
+            + ", ".join(f"{i} ({s})" for i, s in list(bad.items())[:5])
+            + (" ..." if len(bad) > 5 else "")
         )
+    if save_experiment and counts.get("ran", 0) + counts.get("restored", 0):
+        _save_experiment(log, run_name())
     return {i.id: status[i.id] for i in chosen}
 
 
 def dry_run(params: str, overrides: list[str], only: list[str] | None = None) -> list[tuple]:
-    """``(id, what would happen)`` for each instance, without running anything or Prefect."""
+    """``(id, verdict, launcher)`` per instance, from DVC's own status; runs nothing."""
     cfg = load_config(params, overrides)
-    cache = HashCache()
     chosen = select(plan(cfg), only)
-    would_run: set[str] = set()
+    check_plan(chosen, cfg.run.device, _visible_gpus())
+    with params_applied(params, overrides):
+        changed = DvcRecord().status([i.id for i in chosen])
+    stale: set[str] = set()
     rows = []
     for inst in chosen:
-        if any(u in would_run for u in inst.upstream):
-            verdict = "run (an upstream stage runs)"
+        if changed[inst.id]:
+            verdict = "stale (dvc status)"
+        elif any(u in stale for u in inst.upstream):
+            verdict = "runs if its upstream changes its outputs"
         else:
-            key, _ = stage_key(cfg, inst.contract, cache)
-            current = up_to_date(inst.stage, inst.id, key, output_state(inst.contract, cache))
-            verdict = "up to date" if current else "run"
+            verdict = "up to date"
         if verdict != "up to date":
-            would_run.add(inst.id)
-        launcher = f"torchrun x{inst.gpus}" if inst.gpus > 1 else "python"
+            stale.add(inst.id)
+        launcher = f"torchrun x{inst.gpus}" if inst.trains and inst.gpus > 1 else "python"
         rows.append((inst.id, verdict, launcher))
     return rows
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m flows.transfer", description=__doc__.split("\n")[0]
-    )
-    parser.add_argument("--params", default="params.yaml")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
-    parser.add_argument(
-        "--only", action="append", metavar="PATTERN", help="ids/stages to run (glob)"
-    )
+    parser = make_parser("python -m flows.transfer", __doc__.split("\n")[0], params=False)
+    add_params_options(parser)
+    parser.add_argument("--only", action="append", metavar="PATTERN", help="ids/stages (glob)")
     parser.add_argument("--max-parallel", type=int, default=None)
     parser.add_argument("--gpus", type=int, default=None, help="GPUs to use (default: all visible)")
-    parser.add_argument("--isolate", action="store_true", help="every stage in its own process")
     parser.add_argument("--retries", type=int, default=2)
+    parser.add_argument("--no-experiment", action="store_true", help="do not dvc exp save")
     parser.add_argument("--dry-run", action="store_true", help="print what would run, run nothing")
-    ns = parser.parse_args(argv)
     try:
+        ns = parser.parse_args(argv)
         load_config(ns.params, ns.overrides)  # fail in a second, before Prefect starts
         if ns.dry_run:
             for ident, verdict, launcher in dry_run(ns.params, ns.overrides, ns.only):
@@ -323,12 +335,11 @@ def main(argv: list[str] | None = None) -> int:
             only=ns.only,
             max_parallel=ns.max_parallel,
             gpus=ns.gpus,
-            isolate=ns.isolate,
             retries=ns.retries,
+            save_experiment=not ns.no_experiment,
         )
     except PipelineError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return exc.exit_code
+        return fail(exc)
     except RuntimeError as exc:  # failed stages; Prefect has logged the details
         print(f"error: {exc}", file=sys.stderr)
         return 1

@@ -1,45 +1,38 @@
 """Every stage instance a parameter file defines, with its dependencies: the DAG of ``dvc.yaml``.
 
-DVC expands the matrices of ``dvc.yaml`` itself; the Prefect flow and ``python -m pipeline plan``
-need the same expansion without DVC, so it is written once, here. Instances are named as DVC
-names them (``finetune@cifar10-rep_spectral-none-0``), and edges are derived the way DVC derives
-them: an instance depends on every instance whose outputs it lists among its dependencies.
+Derived from the stage declarations (:mod:`pipeline.stages.registry`), expanded the way DVC
+expands the matrices of ``dvc.yaml``: instances are named as DVC names them
+(``finetune@cifar10-rep_spectral-none-0``), and an instance depends on every instance whose
+outputs it lists among its dependencies.
 """
 
 from __future__ import annotations
 
-import argparse
-import importlib
-import itertools
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path, PurePosixPath
 
-from pipeline.core import paths
-from pipeline.stages.contract import Contract
-
-# Stages that run the training loop, and so may run on several GPUs under torchrun.
-TRAINING_STAGES = ("pretrain", "ssl", "finetune")
-# Stages that need no accelerator at all.
-CPU_STAGES = ("prepare", "report")
+from pipeline.core.cli import make_parser
+from pipeline.core.launch import visible_gpus
+from pipeline.stages.registry import stage_specs
+from pipeline.stages.spec import Contract, contract, gpus, instance_id, items
 
 
 @dataclass
 class StageInstance:
-    """One node of the DAG: a stage module, its matrix item, and the ids it must wait for."""
+    """One node of the DAG: a stage, its matrix item, and the ids it must wait for."""
 
     id: str  # DVC's name for it, e.g. ``attack_readout@digits_5to9-none``
-    stage: str  # module under pipeline.stages
+    stage: str  # the command (module under pipeline.stages)
     item: dict
     upstream: list[str] = field(default_factory=list)
     gpus: int = 0  # processes/GPUs it runs on: train.gpus for training, 1 for model stages
-    datasets: list[str] = field(default_factory=list)  # the data it reads, for display
+    trains: bool = False
     contract: Contract = field(default_factory=Contract)
 
     @property
     def products(self) -> list[str]:
-        """Everything it writes that another stage may read (checkpoints are private)."""
-        return [*self.contract.outs, *self.contract.metrics, *self.contract.plots]
+        return self.contract.products
 
     @property
     def cli_args(self) -> list[str]:
@@ -51,55 +44,6 @@ def cli_args(item: dict) -> list[str]:
     return [a for k, v in item.items() if v is not None for a in (f"--{k}", str(v))]
 
 
-def _name(dvc_stage: str, values: list) -> str:
-    return f"{dvc_stage}@{'-'.join(map(str, values))}" if values else dvc_stage
-
-
-def _describe(data) -> str:
-    return f"{data.source}:{data.root}" if data.root else data.source
-
-
-def expand(cfg) -> list[tuple[str, str, dict]]:
-    """``(id, stage, item)`` for every instance, in the order of dvc.yaml's stages and matrices."""
-    out: list[tuple[str, str, dict]] = []
-    for kind, names in (("prepare", cfg.prepare.embedded), ("prepare_raw", cfg.prepare.raw)):
-        out += [(_name(kind, [d]), "prepare", {"dataset": d}) for d in names]
-    out += [(_name("pretrain", [v]), "pretrain", {"variant": v}) for v in cfg.pretrain.run]
-    if cfg.ssl is not None:
-        out += [(_name("ssl", [v]), "ssl", {"variant": v}) for v in cfg.ssl.run]
-    run = cfg.finetune.run
-    finetune = list(itertools.product(run.targets, run.backbones, run.regularizers, run.seeds))
-    readout = list(itertools.product(run.targets, run.backbones))
-    keys_ft = ("target", "backbone", "regularizer", "seed")
-    out += [(_name("finetune", v), "finetune", dict(zip(keys_ft, v))) for v in finetune]
-    out += [(_name("readout", v), "readout", dict(zip(keys_ft, v))) for v in readout]
-    out += [
-        (_name("attack_finetune", v), "attack", {"kind": "finetune", **dict(zip(keys_ft, v))})
-        for v in finetune
-    ]
-    out += [
-        (_name("attack_readout", v), "attack", {"kind": "readout", **dict(zip(keys_ft, v))})
-        for v in readout
-    ]
-    out.append(("report", "report", {}))
-    return out
-
-
-def _gpus_and_data(cfg, stage: str, item: dict) -> tuple[int, list[str]]:
-    if stage == "prepare":
-        out = cfg.prepare.outputs[item["dataset"]]
-        return 0, [f"{out.source}:{out.root}" if out.root else f"{out.source} (embedded)"]
-    if stage == "pretrain":
-        return cfg.pretrain.train.gpus, [_describe(cfg.pretrain.data)]
-    if stage == "ssl":
-        return cfg.ssl.train.gpus, [_describe(cfg.ssl.data)]
-    if stage == "report":
-        return 0, []
-    target = cfg.finetune.targets[item["target"]]
-    gpus = target.train.gpus if stage == "finetune" else 1
-    return gpus, [_describe(target.data)]
-
-
 def _ancestors(path: str) -> list[str]:
     p = PurePosixPath(path)
     return [str(p), *(str(a) for a in p.parents if str(a) != ".")]
@@ -107,11 +51,19 @@ def _ancestors(path: str) -> list[str]:
 
 def plan(cfg) -> list[StageInstance]:
     """The DAG of ``cfg``: instances in a valid execution order, each naming its upstream ids."""
-    instances = []
-    for ident, stage, item in expand(cfg):
-        contract = importlib.import_module(f"pipeline.stages.{stage}").contract(cfg, **item)
-        gpus, datasets = _gpus_and_data(cfg, stage, item)
-        instances.append(StageInstance(ident, stage, item, [], gpus, datasets, contract))
+    dump = cfg.model_dump(mode="json")
+    instances = [
+        StageInstance(
+            id=instance_id(spec, item),
+            stage=spec.command,
+            item=item,
+            gpus=gpus(spec, item, dump),
+            trains=spec.trains,
+            contract=contract(spec, item, dump),
+        )
+        for spec in stage_specs()
+        for item in items(spec, dump)
+    ]
     # A dependency path matches a product if one contains the other (a file in an output
     # folder, or a folder of metrics files), which is how DVC connects stages too.
     exact: dict[str, set[str]] = {}
@@ -156,40 +108,75 @@ def _topological(instances: list[StageInstance]) -> list[StageInstance]:
     return ordered
 
 
-def missing_inputs(instances: list[StageInstance]) -> dict[str, list[str]]:
-    """Raw-data dependencies not on disk: ``path -> [ids]``.
+def _produced(dep: str, instances: list[StageInstance]) -> bool:
+    """Whether some instance writes ``dep``, a file inside it, or a folder holding it."""
+    dep_parts = PurePosixPath(dep).parts
+    for inst in instances:
+        for product in inst.products:
+            parts = PurePosixPath(product).parts
+            n = min(len(parts), len(dep_parts))
+            if parts[:n] == dep_parts[:n]:
+                return True
+    return False
 
-    Code and generated paths (artifacts/, metrics/, reports/) are not inputs the user supplies.
+
+def missing_inputs(instances: list[StageInstance]) -> dict[str, list[str]]:
+    """Inputs that no stage produces and that are not on disk (raw data): ``path -> [ids]``.
+
+    Code dependencies are the code that runs; they are not inputs a user supplies.
     """
-    generated = {str(p) for p in (paths.ARTIFACTS, paths.METRICS, paths.REPORTS)}
     missing: dict[str, list[str]] = {}
     for inst in instances:
         for dep in inst.contract.deps:
-            top = PurePosixPath(dep).parts[0]
-            if top == "pipeline" or top in generated or Path(dep).exists():
+            code = PurePosixPath(dep).parts[0] == "pipeline"
+            if code or Path(dep).exists() or _produced(dep, instances):
                 continue
             missing.setdefault(dep, []).append(inst.id)
     return missing
 
 
-def format_plan(instances: list[StageInstance], source: str) -> str:
-    """A table: id, GPUs, datasets read, upstream ids; then any input missing on disk."""
+def _some(ids: list[str], shown: int = 3) -> str:
+    more = f", ... ({len(ids)} in all)" if len(ids) > shown else ""
+    return ", ".join(ids[:shown]) + more
+
+
+def problems(instances: list[StageInstance], device: str, visible: int | None = None) -> list[str]:
+    """Everything that would stop the plan, one short line each: missing raw data, GPU shortfalls."""
+    lines = [
+        f"missing input {dep} (read by {_some(ids)})"
+        for dep, ids in missing_inputs(instances).items()
+    ]
+    if device != "cpu":
+        visible = visible_gpus() if visible is None else visible
+        short = [i for i in instances if i.trains and i.gpus > max(visible, 1)]
+        if short:
+            need = max(i.gpus for i in short)
+            lines.append(
+                f"{len(short)} training stage(s) need up to {need} GPUs but {visible} are visible "
+                f"with run.device: {device} ({_some([i.id for i in short])})"
+            )
+    return lines
+
+
+def format_plan(instances: list[StageInstance], source: str, device: str) -> str:
+    """A table: id, GPUs, upstream ids; then anything that would stop the plan."""
     rows = []
     for inst in instances:
         ups = inst.upstream
         shown = ", ".join(ups) if len(ups) <= 3 else f"{', '.join(ups[:2])}, ... ({len(ups)})"
-        rows.append((inst.id, str(inst.gpus), ", ".join(inst.datasets) or "-", shown or "-"))
-    widths = [max(len(r[c]) for r in [("stage", "gpus", "datasets", ""), *rows]) for c in range(3)]
-    multi = sum(i.gpus > 1 for i in instances)
+        launcher = f"torchrun x{inst.gpus}" if inst.trains and inst.gpus > 1 else "python"
+        rows.append((inst.id, str(inst.gpus), launcher, shown or "-"))
+    header = ("stage", "gpus", "launch", "upstream")
+    widths = [max(len(r[c]) for r in [header, *rows]) for c in range(3)]
+    multi = sum(i.trains and i.gpus > 1 for i in instances)
     lines = [
-        f"# {len(instances)} stage instances from {source}; "
-        f"{multi} on more than one GPU (launched under torchrun)",
-        f"{'stage':<{widths[0]}}  {'gpus':>{widths[1]}}  {'datasets':<{widths[2]}}  upstream",
+        f"# {len(instances)} stage instances from {source}; {multi} launched under torchrun",
+        *(
+            f"{a:<{widths[0]}}  {b:>{widths[1]}}  {c:<{widths[2]}}  {d}"
+            for a, b, c, d in [header, *rows]
+        ),
     ]
-    lines += [f"{a:<{widths[0]}}  {b:>{widths[1]}}  {c:<{widths[2]}}  {d}" for a, b, c, d in rows]
-    for dep, ids in missing_inputs(instances).items():
-        more = ", ..." if len(ids) > 3 else ""
-        lines.append(f"# missing input: {dep} (read by {', '.join(ids[:3])}{more})")
+    lines += [f"# problem: {p}" for p in problems(instances, device)]
     return "\n".join(lines)
 
 
@@ -197,14 +184,9 @@ def plan_main(argv: list[str]) -> int:
     """``python -m pipeline plan --params FILE [--set k=v ...] [--json]``: print, never train."""
     from pipeline.core.config import load_config
 
-    parser = argparse.ArgumentParser(
-        prog="python -m pipeline plan",
-        description="Print every stage instance the parameters define, with datasets and GPUs.",
-    )
-    parser.add_argument("--params", default="params.yaml")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
-    parser.add_argument(
-        "--dry-run", action="store_true", help="accepted for symmetry; plan never runs"
+    parser = make_parser(
+        "python -m pipeline plan",
+        "Print every stage instance the parameters define, with GPUs and upstream stages.",
     )
     parser.add_argument("--json", action="store_true", help="machine-readable output")
     ns = parser.parse_args(argv)
@@ -214,5 +196,5 @@ def plan_main(argv: list[str]) -> int:
         rows = [{k: v for k, v in asdict(i).items() if k != "contract"} for i in instances]
         print(json.dumps(rows, indent=2))
     else:
-        print(format_plan(instances, ns.params))
+        print(format_plan(instances, ns.params, cfg.run.device))
     return 0

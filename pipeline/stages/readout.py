@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-
 import numpy as np
 
 from pipeline.core import paths
@@ -51,7 +49,6 @@ def run(cfg, target: str, backbone: str) -> dict:
     model.to(stage.device)
     # Frozen features with the deterministic test-time transform for both splits.
     transform = pixel_transform(data, train_raw.channels, train=False)
-    t0 = time.perf_counter()
     bs = cfg.readout.batch_size
     train_x, train_y = extract_features(model, Pixels(train_raw, transform), stage.device, bs)
     test_x, test_y = extract_features(model, Pixels(test_raw, transform), stage.device, bs)
@@ -64,7 +61,6 @@ def run(cfg, target: str, backbone: str) -> dict:
         "train_acc": float(np.mean(clf.predict(train_x) == train_y)),
         "converged": converged,
         "feature_dim": int(train_x.shape[1]),
-        "seconds": round(time.perf_counter() - t0, 2),
     }
     run_id = paths.readout_id(target, backbone)
     out_meta = {

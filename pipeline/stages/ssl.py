@@ -7,8 +7,6 @@ split; the final summary adds a logistic-regression readout on frozen features.
 
 from __future__ import annotations
 
-import time
-
 import numpy as np
 
 from pipeline.core import paths
@@ -90,7 +88,6 @@ def run(cfg, variant: str) -> dict:
 
     run_fp = run_fingerprint(STAGES[0], {"variant": variant}, cfg)
     metrics_dir = paths.stage_metrics("ssl", variant)
-    t0 = time.perf_counter()
     history = fit(
         module,
         FitContext(
@@ -123,7 +120,6 @@ def run(cfg, variant: str) -> dict:
         "readout_converged": converged,
         "final_loss": history[-1]["task_loss"] if history else None,
         "epochs": len(history),
-        "train_seconds": round(time.perf_counter() - t0, 2),
         **spectral_summary(model, example),
     }
     meta = {

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import time
 
 from pipeline.regularizers import build_regularizers
 from pipeline.stages.shared import (
@@ -56,7 +55,6 @@ def train_supervised(
         return evaluate_accuracy(m, test_set, device)
 
     example = example_batch(test_set)
-    t0 = time.perf_counter()
     history = fit(
         SupervisedModule(model),
         FitContext(
@@ -81,7 +79,6 @@ def train_supervised(
         "test_loss": final["test_loss"],
         "train_acc": history[-1].get("train_acc") if history else None,
         "epochs": len(history),
-        "train_seconds": round(time.perf_counter() - t0, 2),
         "regularizers": [r.name for r in regularizers],
         **spectral_summary(model, example),
     }

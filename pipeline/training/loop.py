@@ -306,7 +306,8 @@ def fit(module: TrainModule, ctx: FitContext) -> list[dict]:
                 checkpoint()
         bar.close()
 
-        row = _epoch_row(epoch, running, scheduler, time.perf_counter() - t0, info)
+        row = _epoch_row(epoch, running, scheduler, info)
+        seconds = time.perf_counter() - t0
         if info.is_main:
             module.eval()
             if ctx.evaluate is not None and (
@@ -320,7 +321,7 @@ def fit(module: TrainModule, ctx: FitContext) -> list[dict]:
                     row.update({f"{r.name}/{k}": float(v) for k, v in r.diagnostics().items()})
             history.append(row)
             write_history(history, ctx.metrics_dir)
-            log.info("%s %s", ctx.desc, _describe(row))
+            log.info("%s %s (%.1f s)", ctx.desc, _describe(row), seconds)
         epoch += 1
         step_in_epoch = 0
         running = _zero_running()
@@ -344,7 +345,8 @@ def _reduce_running(running: dict, info: DistInfo) -> dict:
     return out
 
 
-def _epoch_row(epoch: int, running: dict, scheduler, seconds: float, info: DistInfo) -> dict:
+def _epoch_row(epoch: int, running: dict, scheduler, info: DistInfo) -> dict:
+    """One history row: deterministic values only (timings go to the log, not to the history)."""
     totals = _reduce_running(running, info)
     loss, task, penalty, correct, seen = (totals[k] for k in _zero_running())
     seen = max(seen, 1.0)
@@ -354,7 +356,6 @@ def _epoch_row(epoch: int, running: dict, scheduler, seconds: float, info: DistI
         "train_loss": loss / seen,
         "task_loss": task / seen,
         "penalty": penalty / seen,
-        "seconds": round(seconds, 3),
     }
     if correct:
         row["train_acc"] = correct / seen

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from flows.deploy import ENTRYPOINT, build_deployment
-from flows.state import REPO_ROOT
+from flows.launch import REPO_ROOT
 
 
 def test_served_deployment_carries_the_params_file_and_overrides():
