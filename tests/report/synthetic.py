@@ -12,6 +12,7 @@ BUDGETS = (1000, 2000, 5000, 10000)
 
 
 def _stats(d: np.ndarray) -> dict:
+    d = d[np.isfinite(d)]
     n = d.size
     half = 1.96 * d.std(ddof=1) / np.sqrt(n) if n > 1 else 0.0
     return {
