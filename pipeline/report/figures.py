@@ -139,29 +139,41 @@ def plot_tradeoff(
     if not panels:
         return None
     rows, cols = _grid(len(panels), max_cols=2)
-    fig, axes = plt.subplots(rows, cols, figsize=(5.2 * cols, 3.8 * rows), squeeze=False)
+    fig, axes = plt.subplots(rows, cols, figsize=(7.0 * cols, 4.0 * rows), squeeze=False)
+    markers = "o^vDPXph<>"
     for ax, (title, variants, winner) in zip(axes.flat, panels, strict=False):
         accs = [v["test_acc_mean"] for v in variants if math.isfinite(v["test_acc_mean"])]
         if accs:
             ax.axvspan(max(accs) - window, max(accs), color="0.9", zorder=0)
-        for i, v in enumerate(variants):
+        # Colour by backbone, marker by finetune regularizer: groups stay visible with many runs.
+        backbones = sorted({v["backbone"] for v in variants})
+        regs = sorted({str(v["regularizer"]) for v in variants})
+        for v in variants:
             x, y = v["test_acc_mean"], v["mean_distance_mean"]
             if not (math.isfinite(x) and math.isfinite(y)):
                 continue
             is_base = v["variant"] in (baseline, f"{baseline}/{baseline}")
-            color = "black" if is_base else plt.cm.tab10(i % 10)
+            color = "black" if is_base else plt.cm.tab10(backbones.index(v["backbone"]) % 10)
+            marker = "s" if is_base else markers[regs.index(str(v["regularizer"])) % len(markers)]
             ax.errorbar(
                 x,
                 y,
                 xerr=_err(x, v["test_acc_low"], v["test_acc_high"]),
                 yerr=_err(y, v["delta_low"], v["delta_high"]),
-                fmt="s" if is_base else "o",
+                fmt=marker,
                 color=color,
                 ms=5,
-                capsize=3,
-                lw=1,
+                capsize=2,
+                lw=0.8,
+                label=v["variant"],
             )
-            ax.annotate(v["variant"], (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7)
+            if len(variants) <= 8:
+                ax.annotate(
+                    v["variant"], (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7
+                )
+        if len(variants) > 8:
+            ncol = math.ceil(len(variants) / 16)
+            ax.legend(fontsize=6, loc="upper left", bbox_to_anchor=(1.01, 1.0), ncol=ncol)
         if winner is not None:
             ax.plot(
                 winner["test_acc_mean"],

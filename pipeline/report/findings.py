@@ -127,8 +127,17 @@ def claim_check(
         holds = winner["variant"] == claimed_variant
         text.append(
             f"The claim that {claimed_variant} gives the largest mean Δ within {_num(window)} "
-            f"accuracy of the best {'holds' if holds else 'does not hold'} here."
+            f"accuracy of the best {'holds' if holds else 'does not hold'} here"
         )
+        if holds:
+            text[-1] += "."
+        else:
+            own = next(v for v in rows if v["variant"] == claimed_variant)
+            inside = "inside" if own in near else "outside"
+            text[-1] += (
+                f" ({claimed_variant}: accuracy {_num(own['test_acc_mean'])}, {inside} the "
+                f"window; mean Δ {_num(own['mean_distance_mean'])})."
+            )
     return " ".join(text)
 
 
