@@ -254,6 +254,13 @@ class AttackSpec(Strict):
 
 class ReportSpec(Strict):
     title: str = "Robust transfer"
+    # Paired comparisons and intervals (docs/methods.md, "Reports and statistics").
+    interval: Literal["bootstrap", "t"] = "bootstrap"
+    bootstrap_resamples: int = Field(9999, ge=100)
+    seed: int = Field(0, ge=0)
+    baseline: str = "none"  # the unregularized pretraining variant and finetune regularizer
+    claim_backbone: str = "rep_spectral"  # the claim: this backbone + plain finetuning
+    accuracy_window: float = Field(0.02, ge=0, le=1)  # "within 2% accuracy of the best"
 
 
 class Config(Strict):

@@ -1,43 +1,136 @@
-"""Read every stage summary under ``metrics/`` into flat rows."""
+"""Read every stage summary under ``metrics/``: pretraining rows and the attacked transfer models."""
 
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
+from pipeline.errors import PipelineError
 
-def _summaries(root: Path) -> list[dict]:
-    return (
-        [json.loads(p.read_text()) for p in sorted(root.rglob("summary.json"))]
-        if root.is_dir()
-        else []
+KINDS = ("finetune", "readout")
+# Best-over-methods attack fields copied into each model's row (and results.csv).
+ATTACK_FIELDS = (
+    "n_samples",
+    "mean_distance",
+    "median_distance",
+    "std_distance",
+    "ci95_low",
+    "ci95_high",
+    "success_rate",
+    "mean_queries",
+)
+METHOD_FIELDS = ("mean_distance", "median_distance", "success_rate", "mean_queries")
+
+
+def _read(path: Path) -> dict:
+    try:
+        data = json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise PipelineError(f"{path}: not valid JSON ({err.msg}, line {err.lineno})") from None
+    if not isinstance(data, dict):
+        raise PipelineError(f"{path}: expected a JSON object, found {type(data).__name__}")
+    return data
+
+
+def _summaries(root: Path) -> dict[str, dict]:
+    """``run_id`` (the folder below ``root``) -> summary, in sorted order."""
+    if not root.is_dir():
+        return {}
+    return {
+        p.parent.relative_to(root).as_posix(): _read(p) for p in sorted(root.rglob("summary.json"))
+    }
+
+
+@dataclass(frozen=True)
+class AttackedModel:
+    """A finetuned or readout model with its own summary and, when attacked, the attack's."""
+
+    kind: str  # finetune | readout
+    run_id: str
+    target: str
+    backbone: str
+    regularizer: str | None  # None for readout
+    seed: int | None  # None for readout
+    test_acc: float | None
+    attack: dict  # the attack summary; {} when the model was not attacked
+    samples: Path | None  # the attack's per-sample CSV, when present
+
+    @property
+    def variant(self) -> str:
+        """What the paired comparisons pair up: (backbone, finetune regularizer) or the backbone."""
+        return self.backbone if self.kind == "readout" else f"{self.backbone}/{self.regularizer}"
+
+    @property
+    def methods(self) -> list[str]:
+        return list(self.attack.get("methods") or self.attack.get("by_method") or [])
+
+    def row(self, methods: list[str], budgets: list[int]) -> dict:
+        """Flat row for results.csv: identity, accuracy, best-over-methods and per-method Δ."""
+        row = {
+            "stage": self.kind,
+            "target": self.target,
+            "backbone": self.backbone,
+            "regularizer": self.regularizer,
+            "seed": self.seed,
+            "test_acc": self.test_acc,
+            **{f: self.attack.get(f) for f in ATTACK_FIELDS},
+        }
+        by_method = self.attack.get("by_method") or {}
+        for m in methods:
+            stats = by_method.get(m) or {}
+            for f in METHOD_FIELDS:
+                row[f"{f}_{m}"] = stats.get(f)
+            at = stats.get("at_queries") or {}
+            for b in budgets:
+                row[f"at{b}_{m}"] = at.get(str(b))
+        return row
+
+
+def _model(kind: str, run_id: str, summary: dict, attacks: dict, metrics: Path) -> AttackedModel:
+    attack = attacks.get(run_id, {})
+    samples = metrics / "attack" / kind / run_id / "samples.csv"
+    missing = [k for k in ("target", "backbone") if k not in summary]
+    if missing:
+        where = metrics / kind / run_id / "summary.json"
+        raise PipelineError(f"{where}: missing key(s) {', '.join(missing)}")
+    acc = summary.get("test_acc", attack.get("test_acc"))
+    return AttackedModel(
+        kind=kind,
+        run_id=run_id,
+        target=summary["target"],
+        backbone=summary["backbone"],
+        regularizer=summary.get("regularizer") if kind == "finetune" else None,
+        seed=summary.get("seed") if kind == "finetune" else None,
+        test_acc=None if acc is None else float(acc),
+        attack=attack,
+        samples=samples if samples.is_file() else None,
     )
 
 
-def collect_results(metrics: str | Path = "metrics") -> dict[str, list[dict]]:
-    """``pretrain``, ``ssl``, ``finetune`` and ``readout`` rows; the last two joined with their attacks."""
+def collect_results(metrics: str | Path = "metrics") -> dict:
+    """``pretrain`` and ``ssl`` rows; ``models``: every finetune and readout run, attacked or not.
+
+    Also ``methods`` (attack methods in order of first appearance) and ``budgets`` (query budgets
+    of ``at_queries``, ascending), over all attack summaries.
+    """
     metrics = Path(metrics)
-    attacks = {
-        (a["kind"], a["target"], a["backbone"], a.get("regularizer"), a.get("seed")): a
-        for a in _summaries(metrics / "attack")
-    }
-    fields = ("mean_distance", "median_distance", "std_distance", "success_rate", "mean_queries")
-
-    def join(row: dict, key: tuple) -> dict:
-        attack = attacks.get(key, {})
-        return {**row, **{f: attack.get(f) for f in fields}}
-
-    finetune = [
-        join(r, ("finetune", r["target"], r["backbone"], r["regularizer"], r["seed"]))
-        for r in _summaries(metrics / "finetune")
-    ]
-    readout = [
-        join(r, ("readout", r["target"], r["backbone"], None, None))
-        for r in _summaries(metrics / "readout")
-    ]
+    models: list[AttackedModel] = []
+    methods: list[str] = []
+    budgets: set[int] = set()
+    for kind in KINDS:
+        attacks = _summaries(metrics / "attack" / kind)
+        for attack in attacks.values():
+            methods += [m for m in attack.get("methods") or [] if m not in methods]
+            budgets |= {int(b) for b in attack.get("budgets") or []}
+        models += [
+            _model(kind, run_id, summary, attacks, metrics)
+            for run_id, summary in _summaries(metrics / kind).items()
+        ]
     return {
-        "pretrain": _summaries(metrics / "pretrain"),
-        "ssl": _summaries(metrics / "ssl"),
-        "finetune": finetune,
-        "readout": readout,
+        "pretrain": list(_summaries(metrics / "pretrain").values()),
+        "ssl": list(_summaries(metrics / "ssl").values()),
+        "models": models,
+        "methods": methods,
+        "budgets": sorted(budgets),
     }

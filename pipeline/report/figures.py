@@ -1,8 +1,11 @@
-"""Figures: accuracy next to mean adversarial distance (the papers' Fig. 1/7/8), σ_max curves."""
+"""Figures: accuracy and mean adversarial distance Δ (the papers' Fig. 1/7/8), Δ against queries,
+the accuracy-robustness trade-off, σ_max curves. PNGs carry no software/time metadata, so the same
+inputs give the same bytes."""
 
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import matplotlib
@@ -10,6 +13,21 @@ import matplotlib
 matplotlib.use("Agg")  # files only; no display on servers or CI
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+
+# PNG text chunks: matplotlib writes "Software" (its version) unless told not to.
+PNG_METADATA = {"Software": None}
+
+
+def _save(fig, out: Path) -> Path:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=120, metadata=PNG_METADATA)
+    plt.close(fig)
+    return out
+
+
+def _grid(n: int, max_cols: int = 4) -> tuple[int, int]:
+    cols = min(max_cols, max(1, n))
+    return math.ceil(n / cols), cols
 
 
 def plot_transfer(groups: list[dict], label_keys: tuple[str, ...], out: Path, title: str) -> Path:
@@ -19,7 +37,7 @@ def plot_transfer(groups: list[dict], label_keys: tuple[str, ...], out: Path, ti
     fig, axes = plt.subplots(1, 2, figsize=(max(6, 1.1 * len(groups) + 3), 3.8))
     for ax, key, name in (
         (axes[0], "test_acc", "test accuracy"),
-        (axes[1], "mean_distance", "mean adversarial distance Δ (Tangent Attack)"),
+        (axes[1], "mean_distance", "mean adversarial distance Δ (best over attacks)"),
     ):
         means = np.array([g.get(f"{key}_mean", np.nan) for g in groups], dtype=float)
         stds = np.nan_to_num(np.array([g.get(f"{key}_std", np.nan) for g in groups], dtype=float))
@@ -31,10 +49,7 @@ def plot_transfer(groups: list[dict], label_keys: tuple[str, ...], out: Path, ti
             ax.set_ylim(max(0.0, finite.min() - 0.1), 1.0)
     fig.suptitle(title, fontsize=11)
     fig.tight_layout()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=120)
-    plt.close(fig)
-    return out
+    return _save(fig, out)
 
 
 def plot_pretrain_sigmas(metrics_root: Path, variants: list[str], out: Path) -> Path | None:
@@ -59,7 +74,122 @@ def plot_pretrain_sigmas(metrics_root: Path, variants: list[str], out: Path) -> 
     ax.set_yscale("log")
     ax.legend(fontsize=8)
     fig.tight_layout()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=120)
-    plt.close(fig)
-    return out
+    return _save(fig, out)
+
+
+def plot_queries(
+    variants: list[dict], methods: list[str], budgets: list[int], out: Path, title: str
+) -> Path | None:
+    """Small multiples, one panel per variant: mean Δ within each query budget, a line per method.
+
+    ``variants``: rows of ``summarize_variants`` of one kind and target (``at<budget>_<method>``
+    columns, averaged over seeds). Panels share the y axis so variants compare at a glance.
+    None when no variant has a per-budget value.
+    """
+    curves = []
+    for v in variants:
+        lines = {}
+        for m in methods:
+            y = np.array([v.get(f"at{b}_{m}_mean", np.nan) for b in budgets], dtype=float)
+            if np.isfinite(y).any():
+                lines[m] = y
+        if lines:
+            curves.append((v["variant"], lines))
+    if not curves or not budgets:
+        return None
+    rows, cols = _grid(len(curves))
+    fig, axes = plt.subplots(
+        rows, cols, figsize=(3.0 * cols, 2.4 * rows + 0.6), sharex=True, sharey=True, squeeze=False
+    )
+    colors = {m: plt.cm.tab10(i % 10) for i, m in enumerate(methods)}
+    for ax, (name, lines) in zip(axes.flat, curves, strict=False):
+        for m, y in lines.items():
+            ax.plot(budgets, y, marker="o", ms=3, color=colors[m], label=m)
+        ax.set_title(name, fontsize=8)
+        ax.set_xscale("log")
+        ax.grid(alpha=0.3)
+    for ax in axes.flat[len(curves) :]:
+        ax.axis("off")
+    for ax in axes[-1]:
+        ax.set_xlabel("queries", fontsize=8)
+    for ax in axes[:, 0]:
+        ax.set_ylabel("mean Δ", fontsize=8)
+    handles, labels = axes.flat[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="upper right", fontsize=8)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout(rect=(0, 0, 0.9, 1))
+    return _save(fig, out)
+
+
+def _err(center: float, low: float, high: float) -> list[list[float]] | None:
+    if not (math.isfinite(low) and math.isfinite(high)):
+        return None
+    return [[max(0.0, center - low)], [max(0.0, high - center)]]
+
+
+def plot_tradeoff(
+    panels: list[tuple[str, list[dict], dict | None]], out: Path, window: float, baseline: str
+) -> Path | None:
+    """Test accuracy against mean Δ per variant, one panel per (title, variants, winner).
+
+    Bars: accuracy t-interval over seeds, Δ interval over samples (``delta_low``/``_high``). The
+    shaded band is the accuracy window of the claim check; the star marks its winner.
+    """
+    panels = [p for p in panels if p[1]]
+    if not panels:
+        return None
+    rows, cols = _grid(len(panels), max_cols=2)
+    fig, axes = plt.subplots(rows, cols, figsize=(7.0 * cols, 4.0 * rows), squeeze=False)
+    markers = "o^vDPXph<>"
+    for ax, (title, variants, winner) in zip(axes.flat, panels, strict=False):
+        accs = [v["test_acc_mean"] for v in variants if math.isfinite(v["test_acc_mean"])]
+        if accs:
+            ax.axvspan(max(accs) - window, max(accs), color="0.9", zorder=0)
+        # Colour by backbone, marker by finetune regularizer: groups stay visible with many runs.
+        backbones = sorted({v["backbone"] for v in variants})
+        regs = sorted({str(v["regularizer"]) for v in variants})
+        for v in variants:
+            x, y = v["test_acc_mean"], v["mean_distance_mean"]
+            if not (math.isfinite(x) and math.isfinite(y)):
+                continue
+            is_base = v["variant"] in (baseline, f"{baseline}/{baseline}")
+            color = "black" if is_base else plt.cm.tab10(backbones.index(v["backbone"]) % 10)
+            marker = "s" if is_base else markers[regs.index(str(v["regularizer"])) % len(markers)]
+            ax.errorbar(
+                x,
+                y,
+                xerr=_err(x, v["test_acc_low"], v["test_acc_high"]),
+                yerr=_err(y, v["delta_low"], v["delta_high"]),
+                fmt=marker,
+                color=color,
+                ms=5,
+                capsize=2,
+                lw=0.8,
+                label=v["variant"],
+            )
+            if len(variants) <= 8:
+                ax.annotate(
+                    v["variant"], (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7
+                )
+        if len(variants) > 8:
+            ncol = math.ceil(len(variants) / 16)
+            ax.legend(fontsize=6, loc="upper left", bbox_to_anchor=(1.01, 1.0), ncol=ncol)
+        if winner is not None:
+            ax.plot(
+                winner["test_acc_mean"],
+                winner["mean_distance_mean"],
+                marker="*",
+                ms=14,
+                mfc="none",
+                mec="red",
+                ls="none",
+            )
+        ax.set_title(title, fontsize=9)
+        ax.locator_params(axis="x", nbins=5)
+        ax.set_xlabel("test accuracy", fontsize=8)
+        ax.set_ylabel("mean Δ (best over attacks)", fontsize=8)
+        ax.grid(alpha=0.3)
+    for ax in axes.flat[len(panels) :]:
+        ax.axis("off")
+    fig.tight_layout()
+    return _save(fig, out)

@@ -1,33 +1,11 @@
-"""Aggregation over seeds and markdown rendering."""
+"""Markdown rendering of the report's tables."""
 
 from __future__ import annotations
 
 import math
-from collections import defaultdict
 
-
-def _mean_std(values: list) -> tuple[float, float]:
-    vals = [float(v) for v in values if v is not None and math.isfinite(float(v))]
-    if not vals:
-        return math.nan, math.nan
-    mean = sum(vals) / len(vals)
-    var = sum((v - mean) ** 2 for v in vals) / (len(vals) - 1) if len(vals) > 1 else 0.0
-    return mean, math.sqrt(var)
-
-
-def aggregate(rows: list[dict], keys: tuple[str, ...], values: tuple[str, ...]) -> list[dict]:
-    """Group rows by ``keys``; for each value column give mean and std over the group (seeds)."""
-    groups: dict[tuple, list[dict]] = defaultdict(list)
-    for r in rows:
-        groups[tuple(r.get(k) for k in keys)].append(r)
-    out = []
-    for key, members in sorted(groups.items(), key=lambda kv: tuple(map(str, kv[0]))):
-        row = dict(zip(keys, key, strict=True))
-        row["n"] = len(members)
-        for v in values:
-            row[f"{v}_mean"], row[f"{v}_std"] = _mean_std([m.get(v) for m in members])
-        out.append(row)
-    return out
+from pipeline.report.compare import PairedComparison
+from pipeline.report.stats import Interval
 
 
 def _fmt(value) -> str:
@@ -48,4 +26,31 @@ def markdown_table(rows: list[dict], columns: list[tuple[str, str]]) -> str:
             else:
                 cells.append(_fmt(r.get(key, "")))
         lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _interval(i: Interval, signed: bool = False) -> str:
+    if not math.isfinite(i.estimate):
+        return "–"
+    text = f"{i.estimate:+.4g}" if signed else _fmt(i.estimate)
+    if i.has_interval:
+        text += f" [{i.low:+.4g}, {i.high:+.4g}]" if signed else f" [{_fmt(i.low)}, {_fmt(i.high)}]"
+    return text
+
+
+def comparison_table(comparisons: list[PairedComparison]) -> str:
+    """Paired differences with the baseline; ``*`` marks an interval that excludes 0."""
+    lines = [
+        "| kind | variant | attack | pairs | seeds | Δ − Δ(baseline) [95% CI] | "
+        "acc − acc(baseline) [95% CI] |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for c in comparisons:
+        mark = " *" if c.delta.excludes_zero else ""
+        acc_mark = " *" if c.accuracy.excludes_zero else ""
+        lines.append(
+            f"| {c.kind} | {c.variant} | {c.method} | {c.delta.n} | {c.delta.strata} | "
+            f"{_interval(c.delta, signed=True)}{mark} | "
+            f"{_interval(c.accuracy, signed=True)}{acc_mark} |"
+        )
     return "\n".join(lines)

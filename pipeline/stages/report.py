@@ -1,4 +1,4 @@
-"""``report``: the transfer table (markdown + CSV) and figures from every metrics file."""
+"""``report``: the transfer tables (markdown + CSV), paired statistics, claim check and figures."""
 
 from __future__ import annotations
 
@@ -7,11 +7,19 @@ from pathlib import Path
 from pipeline.core import paths
 from pipeline.core.io import atomic_write_text, write_csv
 from pipeline.report import (
-    aggregate,
+    IntervalOptions,
+    claim_check,
     collect_results,
+    compare_with_baseline,
+    comparison_table,
     markdown_table,
     plot_pretrain_sigmas,
+    plot_queries,
+    plot_tradeoff,
     plot_transfer,
+    ranking_sentence,
+    summarize_variants,
+    tradeoff_winner,
 )
 from pipeline.stages.spec import Arg, StageSpec
 
@@ -35,13 +43,45 @@ STAGES = (
 
 
 def run(cfg) -> dict:
+    spec = cfg.report
+    options = IntervalOptions(
+        method=spec.interval, resamples=spec.bootstrap_resamples, seed=spec.seed
+    )
     results = collect_results(paths.METRICS)
-    values = ("test_acc", "mean_distance", "median_distance", "success_rate")
-    finetune = aggregate(results["finetune"], ("target", "backbone", "regularizer"), values)
-    readout = aggregate(results["readout"], ("target", "backbone"), values)
-    lines = [f"# {cfg.report.title}", ""]
+    methods, budgets, models = results["methods"], results["budgets"], results["models"]
+    variants = summarize_variants(models, methods, budgets, options)
+    comparisons = compare_with_baseline(models, methods, options, spec.baseline)
+    targets = sorted({v["target"] for v in variants})
+    FIGURES.mkdir(parents=True, exist_ok=True)
+    for stale in sorted(FIGURES.glob("*.png")):  # the folder is this stage's output alone
+        stale.unlink()
 
-    lines += ["## Pretraining", ""]
+    lines = [f"# {spec.title}", ""]
+    lines += _pretraining(results)
+    for kind in ("finetune", "readout"):
+        lines += _transfer_section(kind, variants, targets, methods, budgets)
+    lines += _comparisons(comparisons, targets, options, spec.baseline)
+    lines += _claims(variants, comparisons, targets, spec)
+    attack_names = ", ".join(methods) if methods else "the attack"
+    lines += [
+        "",
+        f"Δ: ℓ2 distance (pixel space [0, 1]) to the decision boundary found by the hard-label "
+        f"attacks ({attack_names}); *best* is, per sample, the smallest distance over the "
+        "methods. Larger is more robust.",
+        "",
+    ]
+    write_csv(OUT_CSV, [m.row(methods, budgets) for m in models])
+    atomic_write_text(OUT_MD, "\n".join(lines))
+    return {
+        "finetune_groups": sum(v["kind"] == "finetune" for v in variants),
+        "readout_groups": sum(v["kind"] == "readout" for v in variants),
+        "comparisons": len(comparisons),
+        "report": str(Path(OUT_MD)),
+    }
+
+
+def _pretraining(results: dict) -> list[str]:
+    lines = ["## Pretraining", ""]
     lines.append(
         markdown_table(
             results["pretrain"],
@@ -61,7 +101,6 @@ def run(cfg) -> dict:
     )
     if sig:
         lines += ["", "![Σ σ_max² over training](figures/pretrain_sigma.png)"]
-
     if results["ssl"]:
         lines += ["", "## Self-supervised pretraining (on the pretraining data)", ""]
         lines.append(
@@ -82,64 +121,116 @@ def run(cfg) -> dict:
         )
         if sig:
             lines += ["", "![Σ σ_max² over SSL training](figures/ssl_sigma.png)"]
+    return lines
 
-    lines += [
+
+def _transfer_section(
+    kind: str, variants: list[dict], targets: list[str], methods: list[str], budgets: list[int]
+) -> list[str]:
+    rows = [v for v in variants if v["kind"] == kind]
+    finetune = kind == "finetune"
+    if finetune:
+        title = "Finetuning: accuracy and mean adversarial distance Δ (mean ± std over seeds)"
+        columns = [
+            ("target", "target"),
+            ("backbone", "backbone"),
+            ("finetune reg.", "regularizer"),
+            ("seeds", "n"),
+            ("test acc", "test_acc_mean±test_acc_std"),
+        ]
+        columns += [
+            (f"mean Δ ({m})", f"mean_distance_{m}_mean±mean_distance_{m}_std") for m in methods
+        ]
+        columns.append(("mean Δ (best)", "mean_distance_mean±mean_distance_std"))
+    else:
+        if not rows:
+            return []
+        title = "Readout retraining (logistic regression on frozen features)"
+        columns = [("target", "target"), ("backbone", "backbone"), ("test acc", "test_acc_mean")]
+        columns += [(f"mean Δ ({m})", f"mean_distance_{m}_mean") for m in methods]
+        columns.append(("mean Δ (best)", "mean_distance_mean"))
+    columns.append(("attack success", "success_rate_mean"))
+    lines = ["", f"## {title}", "", markdown_table(rows, columns), ""]
+    for target in targets:
+        trows = [v for v in rows if v["target"] == target]
+        if trows:
+            lines.append(ranking_sentence(kind, target, trows, methods))
+            lines.append("")
+    label = "finetune" if finetune else "readout retraining"
+    for target in targets:
+        trows = [v for v in rows if v["target"] == target]
+        if not trows:
+            continue
+        name = f"{kind}_{target}.png"
+        keys = ("backbone", "regularizer") if finetune else ("backbone",)
+        plot_transfer(trows, keys, FIGURES / name, f"{label} on {target}")
+        lines += [f"![{kind} {target}](figures/{name})", ""]
+        name = f"queries_{kind}_{target}.png"
+        title = f"{label} on {target}: mean Δ within a query budget"
+        if plot_queries(trows, methods, budgets, FIGURES / name, title):
+            lines += [f"![{kind} {target}: Δ against queries](figures/{name})", ""]
+    return lines
+
+
+def _comparisons(comparisons, targets: list[str], options, baseline: str) -> list[str]:
+    lines = [
+        "## Paired comparison with the unregularized baseline",
         "",
-        "## Finetuning: accuracy and mean adversarial distance Δ (mean ± std over seeds)",
+        f"Each variant against `{baseline}` (finetuning: backbone and finetune regularizer both "
+        f"`{baseline}`) on the same target. Distances are paired on (seed, test-split index): "
+        "only samples both models attacked count. The difference is the mean over seeds of the "
+        "mean paired difference; *best* pairs each sample's best distance over the attacks. "
+        + options.describe()
+        + " The accuracy difference is the mean over the common seeds, with a t-interval over "
+        "seeds when there are two or more. `*` marks an interval that excludes 0.",
         "",
     ]
-    lines.append(
-        markdown_table(
-            finetune,
-            [
-                ("target", "target"),
-                ("backbone", "backbone"),
-                ("finetune reg.", "regularizer"),
-                ("seeds", "n"),
-                ("test acc", "test_acc_mean±test_acc_std"),
-                ("mean Δ", "mean_distance_mean±mean_distance_std"),
-                ("attack success", "success_rate_mean"),
-            ],
-        )
-    )
-    lines += ["", "## Readout retraining (logistic regression on frozen features)", ""]
-    lines.append(
-        markdown_table(
-            readout,
-            [
-                ("target", "target"),
-                ("backbone", "backbone"),
-                ("test acc", "test_acc_mean"),
-                ("mean Δ", "mean_distance_mean"),
-                ("attack success", "success_rate_mean"),
-            ],
-        )
-    )
-    FIGURES.mkdir(parents=True, exist_ok=True)
-    for target in sorted({g["target"] for g in finetune}):
-        rows = [g for g in finetune if g["target"] == target]
-        name = f"finetune_{target}.png"
-        plot_transfer(rows, ("backbone", "regularizer"), FIGURES / name, f"finetune on {target}")
-        lines += ["", f"![finetune {target}](figures/{name})"]
-        rows = [g for g in readout if g["target"] == target]
-        if rows:
-            name = f"readout_{target}.png"
-            plot_transfer(rows, ("backbone",), FIGURES / name, f"readout retraining on {target}")
-            lines += ["", f"![readout {target}](figures/{name})"]
-    lines += [
+    for target in targets:
+        rows = [c for c in comparisons if c.target == target]
+        lines += [f"### {target}", ""]
+        lines.append(comparison_table(rows) if rows else f"No variant to pair with `{baseline}`.")
+        lines.append("")
+    return lines
+
+
+def _claims(variants, comparisons, targets: list[str], spec) -> list[str]:
+    lines = [
+        "## Claim check",
         "",
-        "Δ: mean ℓ2 distance to the decision boundary found by the hard-label Tangent Attack "
-        "(pixel space [0, 1]); larger is more robust.",
+        f"The claim: {spec.claim_backbone} pretraining with plain finetuning gives the largest "
+        f"mean Δ among the variants within {spec.accuracy_window:g} (absolute) test accuracy of "
+        "the best one.",
         "",
     ]
-    write_csv(
-        OUT_CSV,
-        [{"stage": "finetune", **r} for r in results["finetune"]]
-        + [{"stage": "readout", **r} for r in results["readout"]],
-    )
-    atomic_write_text(OUT_MD, "\n".join(lines))
-    return {
-        "finetune_groups": len(finetune),
-        "readout_groups": len(readout),
-        "report": str(Path(OUT_MD)),
-    }
+    panels = []
+    for target in targets:
+        sentences = []
+        for kind in ("finetune", "readout"):
+            rows = [v for v in variants if v["kind"] == kind and v["target"] == target]
+            if not rows:
+                continue
+            sentences.append(
+                claim_check(
+                    kind,
+                    target,
+                    rows,
+                    comparisons,
+                    window=spec.accuracy_window,
+                    claimed=spec.claim_backbone,
+                    baseline=spec.baseline,
+                )
+            )
+            winner = tradeoff_winner(rows, spec.accuracy_window)
+            panels.append((f"{kind} on {target}", rows, winner))
+        lines += [f"### {target}", ""]
+        for sentence in sentences:
+            lines += [sentence, ""]
+    if plot_tradeoff(panels, FIGURES / "tradeoff.png", spec.accuracy_window, spec.baseline):
+        lines += [
+            "![test accuracy against mean Δ](figures/tradeoff.png)",
+            "",
+            "Accuracy against mean Δ per variant. Bars: accuracy t-interval over seeds, Δ "
+            "interval over samples; the shaded band is the accuracy window, the star its "
+            "largest mean Δ.",
+        ]
+    return lines
