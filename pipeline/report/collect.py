@@ -6,7 +6,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from pipeline.errors import PipelineError
+from pipeline.core.errors import PipelineError
 
 KINDS = ("finetune", "readout")
 # Best-over-methods attack fields copied into each model's row (and results.csv).

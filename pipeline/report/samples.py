@@ -6,7 +6,7 @@ import csv
 import math
 from pathlib import Path
 
-from pipeline.errors import PipelineError
+from pipeline.core.errors import PipelineError
 
 BEST = "best"  # the rows holding each sample's best distance over all methods
 REQUIRED = ("index", "distance")

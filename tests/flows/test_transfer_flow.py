@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import yaml
@@ -71,14 +72,14 @@ class _Quiet:
 
 
 def test_plan_problems_are_short_and_come_first(workdir):
-    params = yaml.safe_load(open("params.yaml"))
+    params = yaml.safe_load(Path("params.yaml").read_text())
     params["prepare"]["outputs"]["cifar10"] = {"source": "cifar10", "root": "data/cifar10"}
     params["prepare"]["raw"] = ["cifar10"]
     for name in ("a", "b", "c", "d", "e"):
         params["pretrain"]["variants"][name] = []
     params["pretrain"]["run"] = ["none", "a", "b", "c", "d", "e"]
     params["pretrain"]["train"]["gpus"] = 4
-    open("params.yaml", "w").write(yaml.safe_dump(params))
+    Path("params.yaml").write_text(yaml.safe_dump(params))
     cfg = load_config("params.yaml")
     with pytest.raises(ConfigError) as info:
         check_plan(plan(cfg), "auto", gpus=1)
@@ -91,21 +92,23 @@ def test_plan_problems_are_short_and_come_first(workdir):
 def test_params_file_is_applied_but_never_over_uncommitted_edits(workdir):
     env = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@x", "GIT_COMMITTER_NAME": "t",
            "GIT_COMMITTER_EMAIL": "t@x"}  # fmt: skip
-    run = lambda *a: subprocess.run(
-        a, check=True, capture_output=True, env={**env, "PATH": "/usr/bin:/bin"}
-    )  # noqa: E731
+
+    def run(*argv):
+        env_path = {**env, "PATH": "/usr/bin:/bin"}
+        return subprocess.run(argv, check=True, capture_output=True, env=env_path)
+
     run("git", "init", "-q")
     run("git", "add", "params.yaml")
     run("git", "commit", "-qm", "p")
-    other = yaml.safe_load(open("params.yaml"))
+    other = yaml.safe_load(Path("params.yaml").read_text())
     other["attack"]["n_samples"] = 7
-    open("other.yaml", "w").write(yaml.safe_dump(other))
+    Path("other.yaml").write_text(yaml.safe_dump(other))
     assert apply_params("other.yaml", ["attack.seed=3"])  # committed params.yaml: replaced
-    applied = yaml.safe_load(open("params.yaml"))
+    applied = yaml.safe_load(Path("params.yaml").read_text())
     assert applied["attack"]["n_samples"] == 7 and applied["attack"]["seed"] == 3
     assert not apply_params("params.yaml", [])  # already the experiment: nothing to write
-    edited = open("params.yaml").read() + "# my edit\n"
-    open("params.yaml", "w").write(edited)
+    edited = Path("params.yaml").read_text() + "# my edit\n"
+    Path("params.yaml").write_text(edited)
     with pytest.raises(ConfigError, match="uncommitted edits"):
         apply_params("other.yaml", [])
-    assert open("params.yaml").read() == edited
+    assert Path("params.yaml").read_text() == edited

@@ -12,8 +12,8 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from pipeline.config import ReportSpec
-from pipeline.errors import PipelineError
+from pipeline.core.config import ReportSpec
+from pipeline.core.errors import PipelineError
 from pipeline.stages import report
 from tests.report.synthetic import write_model, write_pretrain
 
