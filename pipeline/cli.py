@@ -1,0 +1,50 @@
+"""What every command line of the project shares: one-line usage errors and ``--params``/``--set``.
+
+argparse prints the whole usage block before its error, several lines a user has to scroll
+through; here a usage error is one line, ``error: <message> (see --help)``, with exit status 2,
+the same shape as every :class:`~pipeline.errors.PipelineError`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import NoReturn
+
+from pipeline.errors import PipelineError
+
+
+def one_line(text: object) -> str:
+    """Collapse whitespace (argparse wraps long choice lists) so a message stays on one line."""
+    return " ".join(str(text).split())
+
+
+class Parser(argparse.ArgumentParser):
+    """An ``ArgumentParser`` whose errors are one line and exit with status 2.
+
+    Sub-command parsers made by ``add_subparsers`` are of this class too (argparse uses the
+    parent's class), so errors of a sub-command look the same.
+    """
+
+    def error(self, message: str) -> NoReturn:
+        print(f"error: {one_line(message)} (see --help)", file=sys.stderr)
+        self.exit(2)
+
+
+def add_params_options(parser: argparse.ArgumentParser, default: str = "params.yaml") -> None:
+    """``--params FILE`` and repeatable ``--set section.key=value`` (dest ``overrides``)."""
+    parser.add_argument("--params", default=default, help=f"parameter file (default {default})")
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a parameter, e.g. --set pretrain.train.epochs=5 (repeatable)",
+    )
+
+
+def report(exc: PipelineError) -> int:
+    """Print a user-fixable error as one line on stderr; return its exit status."""
+    print(f"error: {one_line(exc)}", file=sys.stderr)
+    return exc.exit_code
