@@ -47,7 +47,7 @@ def _run(directory: Path) -> subprocess.CompletedProcess:
 
 
 def _final(directory: Path) -> dict:
-    return torch.load(directory / "artifacts/backbones/rep_spectral/model.pt", weights_only=False)[
+    return torch.load(directory / "artifacts/backbones/rep_spectral/model.pt", weights_only=True)[
         "state_dict"
     ]
 
@@ -71,7 +71,7 @@ def test_killed_run_resumes_to_the_same_result(tmp_path):
     while time.time() < deadline:
         if ckpt.exists():
             try:
-                state = torch.load(ckpt, weights_only=False)
+                state = torch.load(ckpt, weights_only=True)
             except Exception:
                 state = None
             if state and state["global_step"] >= 8:
@@ -80,7 +80,7 @@ def test_killed_run_resumes_to_the_same_result(tmp_path):
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert proc.returncode == -signal.SIGKILL, "training finished before it could be killed"
-    state = torch.load(ckpt, weights_only=False)
+    state = torch.load(ckpt, weights_only=True)
     assert 8 <= state["global_step"] < 24 and not state["done"]
 
     resumed = _run(killed)
