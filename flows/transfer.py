@@ -37,7 +37,7 @@ from prefect.task_runners import ThreadPoolTaskRunner
 
 from flows.launch import DevicePool, StageFailed, child_env, run_streaming, stage_argv
 from flows.record import DvcRecord
-from pipeline.core.cli import add_params_options, fail, make_parser
+from pipeline.core.cli import add_params_options, make_parser, report
 from pipeline.core.config import apply_overrides, load_config, read_params
 from pipeline.core.errors import ConfigError, PipelineError
 from pipeline.core.io import atomic_write_text
@@ -339,7 +339,7 @@ def main(argv: list[str] | None = None) -> int:
             save_experiment=not ns.no_experiment,
         )
     except PipelineError as exc:
-        return fail(exc)
+        return report(exc)
     except RuntimeError as exc:  # failed stages; Prefect has logged the details
         print(f"error: {exc}", file=sys.stderr)
         return 1

@@ -15,10 +15,12 @@ import json
 import logging
 import sys
 import time
+from contextlib import nullcontext
 
-from pipeline.core import launch
-from pipeline.core.cli import fail, make_parser
+from pipeline.core import launch, paths
+from pipeline.core.cli import make_parser, report
 from pipeline.core.errors import ConfigError, PipelineError
+from pipeline.core.runlock import hold_run_lock
 
 log = logging.getLogger("pipeline")
 # Results worth a line in the log (and in the Prefect UI) when a stage finishes.
@@ -81,11 +83,16 @@ def run_stage(command: str, argv: list[str]) -> int:
         return 0
     ident = instance_id(spec, item) if spec else command
     nproc = gpus(spec, item, dump) if spec else 0
-    if spec is not None and spec.trains and nproc > 1 and not launch.under_torchrun():
+    relaunch = spec is not None and spec.trains and nproc > 1 and not launch.under_torchrun()
+    if relaunch:
         launch.check_devices(nproc, cfg.run.device, what=ident)
-        return launch.relaunch([command, *argv], nproc, ident)
-    t0 = time.perf_counter()
-    summary = module.run(cfg, **item) or {}
+    # One process per instance at a time (torchrun's children run under their launcher's lock).
+    lock = nullcontext() if launch.under_torchrun() else hold_run_lock(paths.run_dir(ident))
+    with lock:
+        if relaunch:
+            return launch.relaunch([command, *argv], nproc, ident)
+        t0 = time.perf_counter()
+        summary = module.run(cfg, **item) or {}
     shown = {k: summary[k] for k in HEADLINE if isinstance(summary.get(k), (int, float))}
     log.info("%s finished in %.1f s %s", ident, time.perf_counter() - t0, shown or "")
     return 0
@@ -105,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
         return run_stage(command, rest)
     except PipelineError as exc:
         launch.record_child_error(exc)
-        return fail(exc)
+        return report(exc)
 
 
 if __name__ == "__main__":

@@ -1,40 +1,39 @@
-"""The command lines' shared parts: one-line errors and the ``--params`` / ``--set`` options.
+"""What every command line of the project shares: one-line usage errors and ``--params``/``--set``.
 
-Every CLI of the project (stages, plan, shard, dvc-yaml, experiments, flows) builds its parser
-here, so a usage mistake prints one line (``error: ... (see --help)``) and exits with status 2,
-like every other user error.
+argparse prints the whole usage block before its error, several lines a user has to scroll
+through; here a usage error is one line, ``error: <message> (see --help)``, with exit status 2,
+the same shape as every :class:`~pipeline.core.errors.PipelineError`.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+from typing import NoReturn
 
 from pipeline.core.errors import PipelineError
 
 
-class UsageError(PipelineError):
-    """A command line the parser cannot read."""
+def one_line(text: object) -> str:
+    """Collapse whitespace (argparse wraps long choice lists) so a message stays on one line."""
+    return " ".join(str(text).split())
 
 
-class OneLineParser(argparse.ArgumentParser):
-    """argparse, but an error is one line naming the problem, and raises instead of exiting."""
+class Parser(argparse.ArgumentParser):
+    """An ``ArgumentParser`` whose errors are one line and exit with status 2.
 
-    def error(self, message: str):
-        raise UsageError(f"{self.prog}: {message} (see --help)")
+    Sub-command parsers made by ``add_subparsers`` are of this class too (argparse uses the
+    parent's class), so errors of a sub-command look the same.
+    """
 
-
-def make_parser(prog: str, description: str, params: bool = True) -> OneLineParser:
-    parser = OneLineParser(prog=prog, description=description)
-    if params:
-        add_params_options(parser)
-    return parser
+    def error(self, message: str) -> NoReturn:
+        print(f"error: {one_line(message)} (see --help)", file=sys.stderr)
+        self.exit(2)
 
 
-def add_params_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--params", default="params.yaml", help="parameter file (default params.yaml)"
-    )
+def add_params_options(parser: argparse.ArgumentParser, default: str = "params.yaml") -> None:
+    """``--params FILE`` and repeatable ``--set section.key=value`` (dest ``overrides``)."""
+    parser.add_argument("--params", default=default, help=f"parameter file (default {default})")
     parser.add_argument(
         "--set",
         dest="overrides",
@@ -45,7 +44,15 @@ def add_params_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def fail(exc: PipelineError) -> int:
-    """Print a user error as one line; its exit status."""
-    print(f"error: {exc}", file=sys.stderr)
+def report(exc: PipelineError) -> int:
+    """Print a user-fixable error as one line on stderr; return its exit status."""
+    print(f"error: {one_line(exc)}", file=sys.stderr)
     return exc.exit_code
+
+
+def make_parser(prog: str, description: str, params: bool = True) -> Parser:
+    """A one-line-error parser, with ``--params``/``--set`` unless ``params`` is False."""
+    parser = Parser(prog=prog, description=description)
+    if params:
+        add_params_options(parser)
+    return parser

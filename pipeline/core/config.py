@@ -8,13 +8,22 @@ starts, as a :class:`~pipeline.core.errors.ConfigError` naming the key and what 
 from __future__ import annotations
 
 import copy
+import re
 import types
 import typing
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from pipeline.core.errors import ConfigError
 from pipeline.regularizers.config import RegularizerConfig
@@ -33,9 +42,18 @@ ARCHITECTURES = ("small_resnet", "resnet18_small", "resnet18", "resnet50", "mlp"
 
 
 class Strict(BaseModel):
-    """Unknown keys are errors, not silently ignored settings."""
+    """Unknown keys are errors, not silently ignored settings; a boolean is not a number
+    (pydantic would read ``epochs: true`` as 1)."""
 
     model_config = ConfigDict(extra="forbid", validate_default=True)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_bool_for_number(cls, value: Any, info: ValidationInfo) -> Any:
+        field = cls.model_fields.get(info.field_name or "")
+        if field is not None and _bool_as_number(field.annotation, value):
+            raise ValueError("expected a number, not a boolean")
+        return value
 
 
 class RunSpec(Strict):
@@ -299,8 +317,46 @@ class Config(Strict):
         if not self.pretrain.data.root:
             raise ValueError("pretrain.data.root: required (the DAG tracks it as a dependency)")
         _check_members("finetune.run.regularizers", run.regularizers, self.finetune.regularizers)
-        _check_members("finetune.run.backbones", run.backbones, self.backbone_names())
+        produced = self.produced_backbones()
+        missing = [b for b in run.backbones if b not in produced]
+        if missing:
+            raise ValueError(
+                f"finetune.run.backbones: {missing[0]!r} is not made by pretrain.run or ssl.run; "
+                f"allowed: {', '.join(produced) or '(none)'}"
+            )
+        self._burn_in_before_end()
         return self
+
+    def produced_backbones(self) -> list[str]:
+        """Backbones some stage of this run writes: the variants in pretrain.run and ssl.run."""
+        return [*self.pretrain.run, *(self.ssl.run if self.ssl else [])]
+
+    def _burn_in_before_end(self) -> None:
+        """A regularizer whose burn-in is not below the run's epochs would never switch on."""
+        checks = [
+            (f"pretrain.variants.{v}", self.pretrain.variants[v], "pretrain.train.epochs",
+             self.pretrain.train.epochs)
+            for v in self.pretrain.run
+        ]  # fmt: skip
+        if self.ssl:
+            checks += [
+                (f"ssl.variants.{v}.regularizers", self.ssl.variants[v].regularizers,
+                 "ssl.train.epochs", self.ssl.train.epochs)
+                for v in self.ssl.run
+            ]  # fmt: skip
+        checks += [
+            (f"finetune.regularizers.{r}", self.finetune.regularizers[r],
+             f"finetune.targets.{t}.train.epochs", self.finetune.targets[t].train.epochs)
+            for r in self.finetune.run.regularizers
+            for t in self.finetune.run.targets
+        ]  # fmt: skip
+        for key, regularizers, epochs_key, epochs in checks:
+            for i, reg in enumerate(regularizers):
+                if reg.burn_in >= epochs:
+                    raise ValueError(
+                        f"{key}.{i}.burn_in: {reg.burn_in} is not below {epochs_key} ({epochs}), "
+                        f"so {reg.name} would never switch on; allowed: 0..{epochs - 1}"
+                    )
 
     def backbone_names(self) -> list[str]:
         """Every backbone a finetune run may start from: supervised and SSL variants."""
@@ -317,6 +373,20 @@ class Config(Strict):
         raise ConfigError(
             f"unknown backbone {name!r}; allowed: {', '.join(self.backbone_names()) or '(none)'}"
         )
+
+
+def _bool_as_number(tp: Any, value: Any) -> bool:
+    """Whether ``value`` holds a bool where ``tp`` wants an int or float (not a bool)."""
+    while typing.get_origin(tp) is typing.Annotated:
+        tp = typing.get_args(tp)[0]
+    origin = typing.get_origin(tp)
+    if isinstance(value, bool):
+        members = typing.get_args(tp) if origin in (typing.Union, types.UnionType) else (tp,)
+        return bool({int, float} & set(members)) and bool not in members
+    if isinstance(value, list | tuple) and origin in (list, tuple):
+        args = [a for a in typing.get_args(tp) if a is not Ellipsis]
+        return any(_bool_as_number(args[0], v) for v in value) if args else False
+    return False
 
 
 def _check_members(key: str, chosen: list, allowed: dict | list) -> None:
@@ -370,7 +440,8 @@ def apply_overrides(data: dict, overrides: list[str]) -> dict:
     return data
 
 
-def _format_error(exc: ValidationError, source: str) -> str:
+def _format_error(exc: ValidationError, source: str, overrides: list[str] = ()) -> str:
+    """One line: what is wrong, labelled by the ``--set`` that caused it, else by the file."""
     err = exc.errors()[0]
     loc = _dotted(err["loc"])
     kind = err["type"]
@@ -388,7 +459,25 @@ def _format_error(exc: ValidationError, source: str) -> str:
         text = err["msg"].removeprefix("Value error, ")
         msg = f"{loc}: {text}{shown}" if loc else text
     more = len(exc.errors()) - 1
-    return f"{source}: {msg}" + (f" [+{more} more problem(s)]" if more else "")
+    label = _override_behind(loc, msg, overrides) or source
+    return f"{label}: {msg}" + (f" [+{more} more problem(s)]" if more else "")
+
+
+def _override_behind(loc: str, msg: str, overrides: list[str]) -> str | None:
+    """The last ``--set`` that wrote the failing key (or a section above it), or whose key the
+    message names (a cross-key check such as burn-in versus epochs); None if the file is to blame.
+    """
+    # A model-level check reports no location; its message starts with the key instead.
+    key = loc or msg.split(":", 1)[0].strip("' ").removeprefix("unknown key ")
+    for item in reversed(overrides):
+        dotted = ".".join(k for k in item.split("=", 1)[0].strip().split(".") if k)
+        if not dotted:
+            continue
+        if key == dotted or key.startswith(dotted + "."):
+            return f"--set {item}"
+        if re.search(rf"(?<![\w.]){re.escape(dotted)}(?![\w])", msg):
+            return f"--set {item}"
+    return None
 
 
 def _is_model(tp: Any) -> bool:
@@ -460,14 +549,15 @@ def _regularizer_tags() -> set[str]:
     return {t for m in typing.get_args(union) if (t := _tag_of(m))}
 
 
-def validate(data: dict, source: str = "params") -> Config:
+def validate(data: dict, source: str = "params", overrides: list[str] = ()) -> Config:
+    """Check ``data``; an error is labelled by the ``--set`` in ``overrides`` behind it, if any."""
     try:
         return Config.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(_format_error(exc, source)) from None
+        raise ConfigError(_format_error(exc, source, list(overrides))) from None
 
 
 def load_config(path: str | Path = "params.yaml", overrides: list[str] | None = None) -> Config:
     """Read, override and validate a parameter file; raises ConfigError with a one-line message."""
     data = apply_overrides(read_params(path), overrides or [])
-    return validate(data, source=str(path))
+    return validate(data, source=str(path), overrides=overrides or [])

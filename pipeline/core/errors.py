@@ -17,3 +17,11 @@ class DatasetError(PipelineError):
 
 class TrainingError(PipelineError):
     """Training cannot go on (for example a non-finite loss); the last good checkpoint is kept."""
+
+
+class ArtifactError(PipelineError):
+    """A file the pipeline reads back (model, checkpoint) is unreadable, unsafe or foreign."""
+
+
+class RunLockedError(PipelineError):
+    """Another process is running the same stage instance (it holds the run directory's lock)."""

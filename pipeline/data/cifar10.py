@@ -40,12 +40,36 @@ def find_folder(root: str | Path) -> Path:
     raise DatasetError(f"CIFAR-10 not found at {root}: {LAYOUT}")
 
 
+# The only globals the release's pickles reference: numpy's array reconstruction (a dict of
+# b'data' ndarray, b'labels'/b'filenames' lists and b'batch_label' bytes). ``numpy.core`` is
+# the name in the release (numpy 1), ``numpy._core`` the one numpy 2 writes.
+ALLOWED_GLOBALS = frozenset(
+    {
+        ("numpy.core.multiarray", "_reconstruct"),
+        ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy", "ndarray"),
+        ("numpy", "dtype"),
+    }
+)
+
+
+class _BatchUnpickler(pickle.Unpickler):
+    """Refuses every global outside :data:`ALLOWED_GLOBALS`, so a planted file runs no code."""
+
+    def find_class(self, module: str, name: str):
+        if (module, name) not in ALLOWED_GLOBALS:
+            raise pickle.UnpicklingError(
+                f"refused global {module}.{name} (a CIFAR-10 batch holds only arrays and lists)"
+            )
+        return super().find_class(module, name)
+
+
 def _load_pickle(path: Path) -> dict:
     if not path.is_file():
         raise DatasetError(f"CIFAR-10 batch missing: {path}: {LAYOUT}")
     try:
         with path.open("rb") as f:
-            return pickle.load(f, encoding="bytes")
+            return _BatchUnpickler(f, encoding="bytes").load()
     except Exception as e:  # a truncated or foreign file can raise almost anything
         raise DatasetError(
             f"cannot read CIFAR-10 batch {path}: {type(e).__name__}: {one_line(e)}"
@@ -62,6 +86,10 @@ def _key(batch: dict, name: str):
 def read_batch(path: Path) -> tuple[np.ndarray, list[int]]:
     """One pickle batch as ``(N, 32, 32, 3)`` uint8 images and integer labels."""
     batch = _load_pickle(path)
+    if not isinstance(batch, dict):
+        raise DatasetError(
+            f"malformed CIFAR-10 batch {path}: expected a dict, got {type(batch).__name__}"
+        )
     try:
         data = np.asarray(_key(batch, "data"))
         labels = [int(x) for x in _key(batch, "labels")]
@@ -86,7 +114,7 @@ def read_classes(folder: Path) -> list[str]:
         return list(DEFAULT_CLASSES)
     try:
         names = _key(_load_pickle(meta), "label_names")
-    except KeyError:
+    except (KeyError, TypeError):
         raise DatasetError(f"malformed CIFAR-10 meta {meta}: expected b'label_names'") from None
     return [n.decode() if isinstance(n, bytes) else str(n) for n in names]
 

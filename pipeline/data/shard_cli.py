@@ -5,12 +5,11 @@ Kept apart from ``pipeline.__main__`` so the CLI dispatcher only has to call ``s
 
 from __future__ import annotations
 
-import argparse
 import json
-import sys
 from collections.abc import Sequence
 from typing import Any
 
+from pipeline.core.cli import Parser, report
 from pipeline.data.shards import write_shards
 from pipeline.data.sources import available_sources, open_source
 from pipeline.core.errors import ConfigError, PipelineError
@@ -32,8 +31,8 @@ def parse_option(text: str) -> tuple[str, Any]:
         return key, raw
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+def build_parser() -> Parser:
+    parser = Parser(
         prog="python -m pipeline shard",
         description="Write one split of a dataset source as webdataset shards (PNG + label).",
     )
@@ -71,8 +70,7 @@ def shard_main(argv: Sequence[str] | None = None) -> int:
             num_workers=args.workers,
         )
     except PipelineError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return e.exit_code
+        return report(e)
     print(
         f"wrote {meta['num_samples']} samples ({len(meta['classes'])} classes) "
         f"in {meta['num_shards']} shard(s) to {args.out}"

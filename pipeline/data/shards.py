@@ -94,7 +94,7 @@ def write_shards(
     tmp.mkdir()
     try:
         meta = _write_into(dataset, tmp, maxcount, prefix, source, extra_meta, num_workers)
-        _replace_dir(tmp, out_dir)
+        replace_dir(tmp, out_dir)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -125,7 +125,7 @@ def _write_into(dataset, tmp, maxcount, prefix, source, extra_meta, num_workers)
     return meta
 
 
-def _replace_dir(new: Path, target: Path) -> None:
+def replace_dir(new: Path, target: Path) -> None:
     """Swap ``new`` in for ``target`` by renames; the old set is deleted only after the swap."""
     if not target.exists():
         os.replace(new, target)
@@ -161,11 +161,18 @@ def read_meta(shard_dir: str | Path) -> dict[str, Any]:
 
 
 def _samples(urls: Iterator[dict[str, str]]) -> Iterator[dict[str, Any]]:
-    """Raw tar samples; an unreadable or truncated tar becomes a ``DatasetError``."""
-    try:
-        yield from wds.tarfile_samples(urls)
-    except (OSError, tarfile.TarError, ValueError) as e:
-        raise DatasetError(f"cannot read shard: {one_line(e)}: {LAYOUT}") from None
+    """Raw tar samples, one shard at a time so an unreadable tar is named in its DatasetError.
+
+    A damaged header past the first one ends a tar early without error (that is how tarfile
+    reads it); the samples then lack a member or fall short of meta.json's count, both checked.
+    """
+    for src in urls:
+        try:
+            yield from wds.tarfile_samples([src])
+        except (OSError, tarfile.TarError, ValueError, EOFError) as e:
+            # webdataset appends the stream and url to the exception's args: keep the reason
+            reason = e.args[0] if e.args and isinstance(e.args[0], str) else type(e).__name__
+            raise DatasetError(f"cannot read shard {src['url']}: {one_line(reason)}") from None
 
 
 def _where(sample: dict[str, Any]) -> str:
@@ -259,11 +266,13 @@ class InMemoryShards(LabeledDataset):
         src = ({"url": str(shard_dir / s)} for s in meta["shards"])
         records = []
         for sample in _samples(src):
-            records.append((sample["__key__"], _where(sample), sample[IMAGE_KEY], _label(sample)))
+            label = _label(sample)  # first: it checks that the sample has both members
+            records.append((sample["__key__"], _where(sample), sample[IMAGE_KEY], label))
         if len(records) != int(meta["num_samples"]):
             raise DatasetError(
                 f"shard set {shard_dir} holds {len(records)} samples but {META_FILE} says "
-                f"{meta['num_samples']}: rewrite it with `python -m pipeline shard`"
+                f"{meta['num_samples']} (a shard is damaged or truncated): rewrite it with "
+                "`python -m pipeline shard`"
             )
         records.sort(key=lambda r: r[0])
         self.keys = [r[0] for r in records]

@@ -15,21 +15,16 @@ import time
 
 from threadpoolctl import threadpool_limits
 
+from pipeline.core.cli import Parser, add_params_options, report
 from pipeline.core.errors import PipelineError
 
 COMMANDS = ("xor", "digits_mlp", "diagnostics", "summary")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m pipeline.experiments", description=__doc__.splitlines()[0]
-    )
+def build_parser() -> Parser:
+    parser = Parser(prog="python -m pipeline.experiments", description=__doc__.splitlines()[0])
     parser.add_argument("command", choices=COMMANDS)
-    parser.add_argument("--params", default="experiments/params.yaml")
-    parser.add_argument(
-        "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-        help="override a parameter, e.g. --set xor.epochs=300 (repeatable)",
-    )  # fmt: skip
+    add_params_options(parser, default="experiments/params.yaml")
     parser.add_argument("--backbone", help="diagnostics: only this backbone (default: all)")
     return parser
 
@@ -69,8 +64,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 0
     except PipelineError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return exc.exit_code
+        return report(exc)
 
 
 def _dispatch(ns: argparse.Namespace, cfg) -> None:

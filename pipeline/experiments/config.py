@@ -11,7 +11,7 @@ from pathlib import Path
 
 from pydantic import Field, ValidationError, field_validator, model_validator
 
-from pipeline.core.config import Strict, apply_overrides, read_params
+from pipeline.core.config import Strict, _override_behind, apply_overrides, read_params
 from pipeline.core.errors import ConfigError
 from pipeline.regularizers.config import RegularizerConfig
 
@@ -199,4 +199,5 @@ def load_experiments_config(
     except ValidationError as exc:
         err = exc.errors()[0]
         loc = ".".join(str(p) for p in err["loc"])
-        raise ConfigError(f"{path}: {loc}: {err['msg']}") from None
+        msg = f"{loc}: {err['msg']}"
+        raise ConfigError(f"{_override_behind(loc, msg, overrides or []) or path}: {msg}") from None

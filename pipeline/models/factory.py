@@ -11,10 +11,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from pydantic import ValidationError
 from torch import nn
 
-from pipeline.core.errors import ConfigError
-from pipeline.core.io import atomic_torch_save
+from pipeline.core.errors import ArtifactError, ConfigError, DatasetError
+from pipeline.core.io import atomic_torch_save, load_torch_file
 from pipeline.models.split import SplitModel
 
 MODEL_FORMAT = 1
@@ -106,18 +107,37 @@ def _plain_state(model: nn.Module) -> dict[str, torch.Tensor]:
 def load_model(
     path: str | Path, map_location: str | torch.device = "cpu"
 ) -> tuple[SplitModel, dict]:
-    """Rebuild a saved model; the returned ``meta`` carries classes, image size and provenance."""
+    """Rebuild a saved model; the returned ``meta`` carries classes, image size and provenance.
+
+    The file is read with ``weights_only=True`` (data only, never code), and anything that is
+    not a model this module saved, or whose weights do not fit its recorded architecture, is an
+    :class:`ArtifactError` naming the file.
+    """
     from pipeline.core.config import ModelSpec
-    from pipeline.core.errors import DatasetError
 
     path = Path(path)
     if not path.is_file():
         raise DatasetError(f"model file not found: {path} (run the stage that produces it first)")
-    payload = torch.load(path, map_location=map_location, weights_only=False)
-    meta = payload["meta"]
-    spec = ModelSpec.model_validate(meta["model"])
-    state = payload["state_dict"]
-    num_classes = state["head.weight"].shape[0]
-    model = build_model(spec, meta["in_chans"], num_classes, meta["image_size"])
-    model.load_state_dict(state)
+    payload = load_torch_file(path, "model file", map_location)
+
+    def foreign(why: str) -> ArtifactError:
+        return ArtifactError(f"model file {path} is not a pipeline model: {why}")
+
+    if not isinstance(payload, dict) or not {"format", "meta", "state_dict"} <= payload.keys():
+        raise foreign("expected a dict with format, meta and state_dict")
+    if payload["format"] != MODEL_FORMAT:
+        raise foreign(f"format {payload['format']!r}, this code reads format {MODEL_FORMAT}")
+    meta, state = payload["meta"], payload["state_dict"]
+    if not isinstance(meta, dict) or not {"model", "in_chans", "image_size"} <= meta.keys():
+        raise foreign("meta lacks model, in_chans or image_size")
+    head = state.get("head.weight") if isinstance(state, dict) else None
+    if not isinstance(head, torch.Tensor) or head.ndim != 2:
+        raise foreign("state_dict has no 2-D head.weight")
+    try:
+        spec = ModelSpec.model_validate(meta["model"])
+        model = build_model(spec, int(meta["in_chans"]), head.shape[0], int(meta["image_size"]))
+        model.load_state_dict(state)
+    except (ValidationError, ConfigError, RuntimeError, TypeError, ValueError) as exc:
+        first = " ".join(str(exc).split())[:200]
+        raise foreign(f"its weights do not fit its recorded architecture ({first})") from None
     return model, meta

@@ -29,7 +29,7 @@ LayerName = Annotated[str, Field(min_length=1)]
 
 
 class _Config(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)  # `burn_in: true` is not 1
 
 
 class RepSpectralConfig(_Config):

@@ -7,12 +7,16 @@ Embedded datasets (scikit-learn's digits) need no files; raw ones are read from
 from __future__ import annotations
 
 import logging
+import os
+import shutil
+import uuid
 from pathlib import Path
 
 from pipeline.core import paths
 from pipeline.core.errors import ConfigError
-from pipeline.core.io import write_json
+from pipeline.core.io import TEMP_MARK, write_json
 from pipeline.data import open_source, write_shards
+from pipeline.data.shards import META_FILE, replace_dir
 from pipeline.stages.spec import Arg, StageSpec
 
 log = logging.getLogger(__name__)
@@ -48,12 +52,36 @@ def run(cfg, dataset: str) -> dict:
         split: open_source(out.source, Path(out.root) if out.root else None, split, **out.options)
         for split in out.splits
     }
+    target = paths.prepared(dataset)
+    _check_replaceable(target)
+    # Every split goes into a hidden sibling; it replaces the dataset only once all are written,
+    # so a failure (a corrupt image in the last split) leaves the previous dataset whole.
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = target.parent / f".{target.name}{TEMP_MARK}{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    staging.mkdir()
     summary = {}
-    for split, data in opened.items():
-        meta = write_shards(
-            data, paths.prepared(dataset) / split, maxcount=cfg.prepare.maxcount, source=out.source
-        )
-        summary[split] = {"samples": meta["num_samples"], "classes": len(meta["classes"])}
-        log.info("prepared %s/%s: %d samples", dataset, split, meta["num_samples"])
+    try:
+        for split, data in opened.items():
+            meta = write_shards(
+                data, staging / split, maxcount=cfg.prepare.maxcount, source=out.source
+            )
+            summary[split] = {"samples": meta["num_samples"], "classes": len(meta["classes"])}
+            log.info("prepared %s/%s: %d samples", dataset, split, meta["num_samples"])
+        replace_dir(staging, target)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
     write_json(paths.stage_metrics("prepare", f"{dataset}.json"), summary)
     return summary
+
+
+def _check_replaceable(target: Path) -> None:
+    """Only an earlier prepared dataset (or nothing) may be replaced: never unrelated files."""
+    if not target.exists():
+        return
+    entries = [e for e in target.iterdir()] if target.is_dir() else None
+    if entries is None or any(not (e / META_FILE).is_file() for e in entries):
+        raise ConfigError(
+            f"prepared dataset {target} exists but is not one (each entry must be a shard set "
+            f"with {META_FILE}); move it away"
+        )

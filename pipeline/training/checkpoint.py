@@ -1,7 +1,10 @@
 """Atomic checkpoints tied to a fingerprint of the run's parameters and inputs.
 
 A checkpoint is resumed only when its fingerprint matches the current run, so a stage re-run
-after a parameter change starts fresh instead of continuing a different experiment.
+after a parameter change starts fresh instead of continuing a different experiment. A checkpoint
+that cannot be read is an error, never a silent restart: at scale that would throw away days of
+training without anyone noticing. Checkpoints hold data only (tensors, numbers, strings,
+containers) and are read with ``weights_only=True``, so a planted file cannot run code.
 """
 
 from __future__ import annotations
@@ -12,9 +15,8 @@ import logging
 from pathlib import Path
 from typing import Any
 
-import torch
-
-from pipeline.core.io import atomic_torch_save
+from pipeline.core.errors import ArtifactError
+from pipeline.core.io import atomic_torch_save, load_torch_file
 
 log = logging.getLogger(__name__)
 
@@ -35,23 +37,40 @@ def file_digest(path: str | Path) -> str:
 class CheckpointStore:
     """``<dir>/last.pt`` written atomically; ``load`` returns None unless it belongs to this run."""
 
+    NAME = "last.pt"
+
     def __init__(self, directory: str | Path, run_fingerprint: str):
         self.dir = Path(directory)
-        self.path = self.dir / "last.pt"
+        self.path = self.dir / self.NAME
         self.fingerprint = run_fingerprint
 
     def save(self, state: dict) -> None:
         atomic_torch_save({"fingerprint": self.fingerprint, **state}, self.path)
 
     def load(self) -> dict | None:
+        """This run's saved state; None when there is none or it belongs to another run
+        (that file is deleted, so it is never mistaken for this run's later).
+
+        Raises ArtifactError when the file cannot be read: whose run it is is then unknown.
+        """
         if not self.path.is_file():
             return None
         try:
-            state = torch.load(self.path, map_location="cpu", weights_only=False)
-        except Exception as exc:  # a truncated file cannot happen with atomic writes, but be safe
-            log.warning("ignoring unreadable checkpoint %s (%s)", self.path, exc)
-            return None
-        if state.get("fingerprint") != self.fingerprint:
-            log.info("checkpoint %s is from other parameters or inputs; starting fresh", self.path)
+            state = load_torch_file(self.path, "checkpoint")
+        except ArtifactError as exc:
+            raise ArtifactError(f"{exc}; delete it to start this run over") from None
+        if not isinstance(state, dict) or not isinstance(state.get("fingerprint"), str):
+            raise ArtifactError(
+                f"checkpoint {self.path} is not a pipeline checkpoint (no fingerprint); "
+                "delete it to start this run over"
+            )
+        if state["fingerprint"] != self.fingerprint:
+            log.warning(
+                "discarding checkpoint %s: it is from another run (fingerprint %s, this run %s)",
+                self.path,
+                state["fingerprint"],
+                self.fingerprint,
+            )
+            self.path.unlink()
             return None
         return state

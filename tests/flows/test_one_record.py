@@ -35,7 +35,7 @@ GIT_ENV = {
 
 def small_params() -> dict:
     params = tiny_params()
-    params.pop("ssl", None)
+    params["ssl"]["run"] = []  # dvc.yaml's ssl matrix reads this list
     params["pretrain"]["run"] = ["none", "rep_spectral"]
     params["pretrain"]["data"]["limit_train"] = 96
     params["pretrain"]["train"]["epochs"] = 2
@@ -95,7 +95,7 @@ def test_flow_and_dvc_repro_keep_one_record(project, prefect_harness, monkeypatc
 
     monkeypatch.setattr(flow_module, "run_streaming", timed)
     status = flow_module.transfer(save_experiment=False)
-    assert set(status.values()) == {"ran"} and len(status) == 8
+    assert set(status.values()) == {"ran"} and len(status) == 9
     (a0, a1), (b0, b1) = spans["pretrain@none"], spans["pretrain@rep_spectral"]
     assert a0 < b1 and b0 < a1, f"training stages did not overlap: {spans}"
 

@@ -91,7 +91,7 @@ def test_non_finite_loss_stops_with_a_clear_error_and_keeps_the_checkpoint(tmp_p
     with pytest.raises(TrainingError, match="non-finite loss") as info:
         fit(SupervisedModule(_model()), _ctx(tmp_path, spec))
     assert "last good checkpoint kept" in str(info.value)
-    state = torch.load(tmp_path / "ck" / "last.pt", weights_only=False)
+    state = torch.load(tmp_path / "ck" / "last.pt", weights_only=True)
     assert all(torch.isfinite(v).all() for v in state["module"].values() if v.is_floating_point())
 
 

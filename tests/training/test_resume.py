@@ -13,11 +13,13 @@ import pytest
 import torch
 import yaml
 
-from tests.conftest import tiny_params
+from tests.conftest import REPO, tiny_params
 
 pytestmark = pytest.mark.slow
 
 ARGS = ["pretrain", "--variant", "rep_spectral"]
+# PYTHONPATH: the child must run this checkout, not whichever copy the virtualenv installed.
+ENV = {**os.environ, "PIPELINE_DEVICE": "cpu", "PYTHONPATH": str(REPO)}
 
 
 def _setup(directory: Path) -> None:
@@ -26,12 +28,11 @@ def _setup(directory: Path) -> None:
     params["pretrain"]["train"].update(epochs=4, checkpoint_every=2, batch_size=16)
     params["pretrain"]["data"]["limit_train"] = 96  # 6 steps per epoch, 24 in all
     (directory / "params.yaml").write_text(yaml.safe_dump(params))
-    env = {**os.environ, "PIPELINE_DEVICE": "cpu"}
     subprocess.run(
         [sys.executable, "-m", "pipeline", "prepare", "--dataset", "digits_0to4"],
         cwd=directory,
         check=True,
-        env=env,
+        env=ENV,
         capture_output=True,
     )
 
@@ -42,12 +43,12 @@ def _run(directory: Path) -> subprocess.CompletedProcess:
         cwd=directory,
         capture_output=True,
         text=True,
-        env={**os.environ, "PIPELINE_DEVICE": "cpu"},
+        env=ENV,
     )
 
 
 def _final(directory: Path) -> dict:
-    return torch.load(directory / "artifacts/backbones/rep_spectral/model.pt", weights_only=False)[
+    return torch.load(directory / "artifacts/backbones/rep_spectral/model.pt", weights_only=True)[
         "state_dict"
     ]
 
@@ -64,14 +65,14 @@ def test_killed_run_resumes_to_the_same_result(tmp_path):
         cwd=killed,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
-        env={**os.environ, "PIPELINE_DEVICE": "cpu"},
+        env=ENV,
     )
     deadline = time.time() + 120
     # Wait until training is past epoch 1 (the regularizer's burn-in), then kill without warning.
     while time.time() < deadline:
         if ckpt.exists():
             try:
-                state = torch.load(ckpt, weights_only=False)
+                state = torch.load(ckpt, weights_only=True)
             except Exception:
                 state = None
             if state and state["global_step"] >= 8:
@@ -80,7 +81,7 @@ def test_killed_run_resumes_to_the_same_result(tmp_path):
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert proc.returncode == -signal.SIGKILL, "training finished before it could be killed"
-    state = torch.load(ckpt, weights_only=False)
+    state = torch.load(ckpt, weights_only=True)
     assert 8 <= state["global_step"] < 24 and not state["done"]
 
     resumed = _run(killed)
