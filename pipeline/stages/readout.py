@@ -9,8 +9,9 @@ import numpy as np
 from pipeline import paths
 from pipeline.io import write_json
 from pipeline.models import save_model
+from pipeline.models.inference import dataset_features
 from pipeline.readout import fit_readout, install_readout
-from pipeline.stages.common import Pixels, extract_features, open_split, pixel_transform, start
+from pipeline.stages.common import Pixels, open_split, pixel_transform, start
 from pipeline.stages.contract import BASE_CODE, MODEL_CODE, Contract
 from pipeline.stages.finetune import check_names, load_backbone_for
 
@@ -48,9 +49,11 @@ def run(cfg, target: str, backbone: str) -> dict:
     # Frozen features with the deterministic test-time transform for both splits.
     transform = pixel_transform(data, train_raw.channels, train=False)
     t0 = time.perf_counter()
-    bs = cfg.readout.batch_size
-    train_x, train_y = extract_features(model, Pixels(train_raw, transform), stage.device, bs)
-    test_x, test_y = extract_features(model, Pixels(test_raw, transform), stage.device, bs)
+    loading = {"batch_size": cfg.readout.batch_size, "num_workers": cfg.run.num_workers}
+    train_x, train_y = dataset_features(
+        model, Pixels(train_raw, transform), stage.device, **loading
+    )
+    test_x, test_y = dataset_features(model, Pixels(test_raw, transform), stage.device, **loading)
     clf, converged = fit_readout(train_x, train_y, C=cfg.readout.C, max_iter=cfg.readout.max_iter)
     install_readout(model, clf, train_raw.num_classes)
     summary = {

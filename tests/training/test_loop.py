@@ -9,11 +9,11 @@ import pytest
 import torch
 
 from pipeline.config import ScheduleSpec, TrainSpec
+from pipeline.data.loaders import EpochSampler
 from pipeline.errors import TrainingError
 from pipeline.models import build_model
 from pipeline.training.checkpoint import CheckpointStore
 from pipeline.training.loop import FitContext, SupervisedModule, fit
-from pipeline.training.sampling import EpochSampler
 from pipeline.training.schedule import lr_multiplier
 
 
