@@ -1,161 +1,154 @@
-"""DataLoaders with reproducible order: the shuffle of epoch ``e`` depends only on (seed, e).
+"""The one loader stack: reproducible epoch order, per-sample augmentation seeds, batching.
 
-A resumed run that calls ``set_epoch(loader, e)`` sees exactly the batches the interrupted run
-would have seen, on one process or under DDP.
+The permutation of epoch ``e`` depends only on ``(seed, e)``, and the random augmentation of
+sample ``i`` in epoch ``e`` only on ``(seed, e, i)``. A run resumed mid-epoch therefore sees
+exactly the batches an uninterrupted run would, whatever the number of loader workers or ranks.
+Training (shuffled, padded shards per rank) and evaluation (in order, unpadded shards) both
+batch through :func:`make_loader`.
 """
 
 from __future__ import annotations
 
 import copy
+import math
 import random
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import (
-    DataLoader,
-    Dataset,
-    DistributedSampler,
-    IterableDataset,
-    Sampler,
-    SequentialSampler,
-)
+from torch.utils.data import DataLoader, Dataset, IterableDataset, Sampler
 
 from pipeline.data.transforms import plain_tensor
 from pipeline.core.errors import ConfigError, DatasetError
 
 
-class TransformedDataset(Dataset):
-    """Applies ``transform`` to the image of each ``(image, label)`` pair; keeps the metadata.
+def mix_seed(*values: int) -> int:
+    """A deterministic 63-bit seed from a tuple of integers (no Python hash randomization)."""
+    h = 1469598103934665603
+    for v in values:
+        h = ((h ^ (v & 0xFFFFFFFFFFFFFFFF)) * 1099511628211) & 0xFFFFFFFFFFFFFFFF
+    return h & 0x7FFFFFFFFFFFFFFF
+
+
+class EpochSampler(Sampler[int]):
+    """Indices of one epoch (a ``(seed, epoch)`` permutation, or in order), this rank's share.
+
+    Rank ``r`` of ``world`` takes every ``world``-th index from ``r``. With ``pad`` (training)
+    indices repeat so every rank gets ``ceil(n / world)`` and steps stay in lockstep, as
+    ``DistributedSampler`` does; without it (evaluation) each index is seen exactly once.
+    ``set_epoch(e, skip)`` drops the first ``skip`` local indices (resume mid-epoch).
+    """
+
+    def __init__(
+        self,
+        n: int,
+        seed: int = 0,
+        shuffle: bool = True,
+        rank: int = 0,
+        world: int = 1,
+        pad: bool = True,
+    ):
+        if not 0 <= rank < world:
+            raise ConfigError(f"rank {rank} is outside world size {world}")
+        self.n, self.seed, self.shuffle, self.rank, self.world = n, seed, shuffle, rank, world
+        self.pad = pad
+        self.epoch = 0
+        self.skip = 0
+        self.per_rank = math.ceil(n / world) if pad else len(range(rank, n, world))
+
+    def set_epoch(self, epoch: int, skip: int = 0) -> None:
+        self.epoch, self.skip = epoch, skip
+
+    def _order(self) -> list[int]:
+        if self.shuffle:
+            g = torch.Generator().manual_seed(mix_seed(self.seed, self.epoch))
+            order = torch.randperm(self.n, generator=g).tolist()
+        else:
+            order = list(range(self.n))
+        if self.pad:
+            total = self.per_rank * self.world
+            order += order[: total - len(order)]
+        return order[self.rank :: self.world]
+
+    def __iter__(self):
+        return iter(self._order()[self.skip :])
+
+    def __len__(self) -> int:
+        return self.per_rank - self.skip
+
+
+class SeededTransform(Dataset):
+    """``transform`` applied to the image of ``dataset[i]`` under a private RNG seeded by
+    (seed, epoch, i); the wrapped dataset's metadata (classes, channels, ...) shows through.
 
     Sources stay transform-free so one opened dataset can feed train and eval pipelines.
     """
 
-    def __init__(self, dataset: Dataset, transform: Callable | None):
-        self.dataset = dataset
-        self.transform = transform
+    def __init__(self, dataset: Dataset, transform: Callable, seed: int = 0):
+        self.dataset, self.transform, self.seed = dataset, transform, seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
 
     def __len__(self) -> int:
         return len(self.dataset)
 
-    def __getitem__(self, index: int) -> tuple[Any, int]:
-        image, label = self.dataset[index]
-        return (self.transform(image) if self.transform else image), label
+    def __getitem__(self, i: int):
+        image, label = self.dataset[i]
+        seed = mix_seed(self.seed, self.epoch, i)
+        # Some augmentations (e.g. lightly's blur) draw from numpy / random, not torch: seed all.
+        np_state, py_state = np.random.get_state(), random.getstate()
+        try:
+            with torch.random.fork_rng(devices=[]):
+                # CPU generator only: torch.manual_seed would also queue lazy CUDA/XPU seeding
+                # calls (each formatting a stack trace) once per sample.
+                torch.random.default_generator.manual_seed(seed)
+                np.random.seed(seed % 2**32)
+                random.seed(seed)
+                out = self.transform(image)
+        finally:
+            np.random.set_state(np_state)
+            random.setstate(py_state)
+        return out, label
 
     def __getattr__(self, name: str) -> Any:
-        # classes, num_classes, channels, name, targets... of the wrapped dataset
-        if name in ("dataset", "transform"):
+        if name in ("dataset", "transform", "seed", "epoch"):  # not yet set (unpickling)
             raise AttributeError(name)
         return getattr(self.dataset, name)
-
-
-class EpochShuffleSampler(Sampler[int]):
-    """A random permutation per epoch, drawn from ``(seed, epoch)`` alone (like
-    ``DistributedSampler`` for one process), so re-iterating or resuming repeats the order."""
-
-    def __init__(self, length: int, seed: int = 0):
-        self.length = int(length)
-        self.seed = int(seed)
-        self.epoch = 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = int(epoch)
-
-    def __len__(self) -> int:
-        return self.length
-
-    def __iter__(self) -> Iterator[int]:
-        g = torch.Generator()
-        g.manual_seed(self.seed + self.epoch)
-        return iter(torch.randperm(self.length, generator=g).tolist())
-
-
-def seed_worker(worker_id: int) -> None:
-    """Seed ``random`` and NumPy in each worker from torch's per-worker seed (torch docs recipe)."""
-    del worker_id
-    worker_seed = torch.initial_seed() % 2**32
-    np.random.seed(worker_seed)
-    random.seed(worker_seed)
-
-
-class SeededLoader(DataLoader):
-    """A DataLoader whose ``set_epoch`` fixes both the sample order and the worker seeds."""
-
-    def __init__(self, *args: Any, seed: int = 0, **kwargs: Any):
-        self.seed = int(seed)
-        generator = torch.Generator()
-        generator.manual_seed(self.seed)
-        super().__init__(*args, generator=generator, worker_init_fn=seed_worker, **kwargs)
-
-    def set_epoch(self, epoch: int) -> None:
-        """Call before each epoch (also after resuming) so its order depends on (seed, epoch)."""
-        for part in (self.sampler, self.dataset):
-            if hasattr(part, "set_epoch"):
-                part.set_epoch(epoch)
-        # Workers' base seed is drawn from this generator when iteration starts.
-        self.generator.manual_seed(self.seed * 1_000_003 + int(epoch))
 
 
 def make_loader(
     dataset: Dataset,
     batch_size: int,
-    train: bool,
-    num_workers: int = 0,
-    seed: int = 0,
-    distributed: bool = False,
     *,
-    transform: Callable | None = None,
-    drop_last: bool = False,
+    sampler: Sampler | None = None,
+    num_workers: int = 0,
     pin_memory: bool = False,
-) -> SeededLoader:
-    """A DataLoader that shuffles (when ``train``) by epoch from ``seed``; see ``set_epoch``.
+    drop_last: bool = False,
+) -> DataLoader:
+    """Batches of ``dataset`` in ``sampler``'s order (in order without one).
 
-    ``distributed`` uses ``DistributedSampler`` (rank and world size from the initialized
-    process group; it pads to equal shards, so eval under DDP may repeat a few samples). A
-    streaming ``IterableDataset`` (``ShardDataset``) shuffles and splits itself. ``transform``
-    wraps the dataset in ``TransformedDataset``. Augmentation in workers is reproducible; with
-    ``num_workers=0`` it draws from the global torch RNG (seed it with ``torch.manual_seed``).
+    Workers are made afresh per iteration so they see ``set_epoch``; randomness lives in
+    :class:`SeededTransform`, so results do not depend on ``num_workers``.
     """
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ConfigError(f"batch_size must be a positive integer; got {batch_size!r}")
     if isinstance(num_workers, bool) or not isinstance(num_workers, int) or num_workers < 0:
-        raise ConfigError(f"num_workers must be a non-negative integer; got {num_workers!r}")
-    if transform is not None:
-        if isinstance(dataset, IterableDataset):
-            dataset = copy.copy(dataset)  # ShardDataset applies it while streaming
-            dataset.transform = transform
-        else:
-            dataset = TransformedDataset(dataset, transform)
-    sampler: Sampler | None
-    if isinstance(dataset, IterableDataset):
-        sampler = None
-    elif distributed:
-        sampler = DistributedSampler(dataset, shuffle=train, seed=seed, drop_last=drop_last)
-    elif train:
-        sampler = EpochShuffleSampler(len(dataset), seed)
-    else:
-        sampler = SequentialSampler(dataset)
-    return SeededLoader(
+        raise ConfigError(f"run.num_workers must be a non-negative integer; got {num_workers!r}")
+    if sampler is not None and isinstance(dataset, IterableDataset):
+        raise ConfigError("a streaming dataset orders itself; it takes no sampler")
+    return DataLoader(
         dataset,
         batch_size=batch_size,
         sampler=sampler,
+        shuffle=False,
         num_workers=num_workers,
         drop_last=drop_last,
         pin_memory=pin_memory,
-        seed=seed,
+        persistent_workers=False,
     )
-
-
-def set_epoch(loader: DataLoader, epoch: int) -> None:
-    """``loader.set_epoch(epoch)`` for loaders from ``make_loader``; for any other DataLoader,
-    forwards the epoch to its sampler or streaming dataset."""
-    if isinstance(loader, SeededLoader):
-        loader.set_epoch(epoch)
-        return
-    for part in (loader.sampler, loader.dataset):
-        if hasattr(part, "set_epoch"):
-            part.set_epoch(epoch)
 
 
 def load_tensors(
@@ -171,12 +164,13 @@ def load_tensors(
     """
     if transform is None:
         transform = plain_tensor(getattr(dataset, "channels", 3))
-    loader = make_loader(
-        dataset, batch_size, train=False, num_workers=num_workers, transform=transform
-    )
+    if isinstance(dataset, IterableDataset):
+        dataset = _with_transform(dataset, transform)
+    else:
+        dataset = SeededTransform(dataset, transform)
     xs, ys = [], []
     try:
-        for x, y in loader:
+        for x, y in make_loader(dataset, batch_size, num_workers=num_workers):
             xs.append(x)
             ys.append(torch.as_tensor(y, dtype=torch.long))
     except RuntimeError as e:
@@ -190,12 +184,17 @@ def load_tensors(
     return torch.cat(xs), torch.cat(ys)
 
 
+def _with_transform(stream: IterableDataset, transform: Callable) -> IterableDataset:
+    """A copy of a streaming dataset (``ShardDataset``) that applies ``transform`` itself."""
+    stream = copy.copy(stream)
+    stream.transform = transform
+    return stream
+
+
 __all__ = [
-    "EpochShuffleSampler",
-    "SeededLoader",
-    "TransformedDataset",
+    "EpochSampler",
+    "SeededTransform",
     "load_tensors",
     "make_loader",
-    "seed_worker",
-    "set_epoch",
+    "mix_seed",
 ]

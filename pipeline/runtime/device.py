@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import random
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -35,12 +36,34 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+@dataclass(frozen=True)
+class Precision:
+    """How the forward pass runs: an autocast dtype (None = full precision) and, for float16
+    only, a loss scaler (float16's narrow exponent underflows small gradients; bfloat16 does not).
+    """
+
+    device_type: str
+    dtype: torch.dtype | None = None
+    scaler: torch.amp.GradScaler | None = None
+
+    def autocast(self):
+        if self.dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=self.device_type, dtype=self.dtype)
+
+
+def precision(device: torch.device, enabled: bool) -> Precision:
+    """bf16 autocast on CUDA, float16 + GradScaler on GPUs without bf16; CPU stays exact fp32."""
+    if not (enabled and device.type == "cuda"):
+        return Precision(device.type)
+    if torch.cuda.is_bf16_supported():
+        return Precision("cuda", torch.bfloat16)
+    return Precision("cuda", torch.float16, torch.amp.GradScaler("cuda"))
+
+
 def autocast(device: torch.device, enabled: bool):
-    """bf16 autocast on CUDA (no loss scaling needed); a no-op on CPU so CPU runs stay exact."""
-    if enabled and device.type == "cuda":
-        dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-        return torch.autocast(device_type="cuda", dtype=dtype)
-    return contextlib.nullcontext()
+    """The autocast context of :func:`precision` (inference needs no scaler)."""
+    return precision(device, enabled).autocast()
 
 
 def rng_state() -> dict:

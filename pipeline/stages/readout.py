@@ -7,11 +7,11 @@ import numpy as np
 from pipeline.core import paths
 from pipeline.core.io import write_json
 from pipeline.models import save_model
+from pipeline.models.inference import dataset_features
 from pipeline.readout import fit_readout, install_readout
 from pipeline.stages.shared import (
     Pixels,
     check_names,
-    extract_features,
     load_backbone_for,
     open_split,
     pixel_transform,
@@ -49,9 +49,11 @@ def run(cfg, target: str, backbone: str) -> dict:
     model.to(stage.device)
     # Frozen features with the deterministic test-time transform for both splits.
     transform = pixel_transform(data, train_raw.channels, train=False)
-    bs = cfg.readout.batch_size
-    train_x, train_y = extract_features(model, Pixels(train_raw, transform), stage.device, bs)
-    test_x, test_y = extract_features(model, Pixels(test_raw, transform), stage.device, bs)
+    loading = {"batch_size": cfg.readout.batch_size, "num_workers": cfg.run.num_workers}
+    train_x, train_y = dataset_features(
+        model, Pixels(train_raw, transform), stage.device, **loading
+    )
+    test_x, test_y = dataset_features(model, Pixels(test_raw, transform), stage.device, **loading)
     clf, converged = fit_readout(train_x, train_y, C=cfg.readout.C, max_iter=cfg.readout.max_iter)
     install_readout(model, clf, train_raw.num_classes)
     summary = {

@@ -10,10 +10,8 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
-from torch import nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
 from pipeline.core import paths
 from pipeline.core.errors import ConfigError, DatasetError
@@ -138,34 +136,6 @@ def start(cfg, seed: int) -> StageRun:
     info = init_distributed(device)
     runtime.seed_everything(seed)
     return StageRun(device=device, dist=info)
-
-
-@torch.no_grad()
-def predict_batches(model: nn.Module, dataset: Dataset, device: torch.device, batch: int = 256):
-    """Yield (features, logits, labels) over a dataset of pixel tensors, in eval mode."""
-    model.eval()
-    loader = DataLoader(dataset, batch_size=batch, shuffle=False)
-    for x, y in loader:
-        x = x.to(device)
-        feats = model.forward_features(x)
-        yield feats.float().cpu(), model.head(feats).float().cpu(), y
-
-
-def evaluate_accuracy(model, dataset, device, batch: int = 256) -> dict[str, float]:
-    correct, total, loss = 0, 0, 0.0
-    for _, logits, y in predict_batches(model, dataset, device, batch):
-        loss += float(nn.functional.cross_entropy(logits, y, reduction="sum"))
-        correct += int((logits.argmax(1) == y).sum())
-        total += len(y)
-    return {"test_acc": correct / max(total, 1), "test_loss": loss / max(total, 1)}
-
-
-def extract_features(model, dataset, device, batch: int = 256) -> tuple[np.ndarray, np.ndarray]:
-    feats, labels = [], []
-    for f, _, y in predict_batches(model, dataset, device, batch):
-        feats.append(f.numpy())
-        labels.append(y.numpy())
-    return np.concatenate(feats), np.concatenate(labels)
 
 
 def load_pixels(dataset: Dataset, limit: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:

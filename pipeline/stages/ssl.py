@@ -12,13 +12,14 @@ import numpy as np
 from pipeline.core import paths
 from pipeline.core.errors import ConfigError
 from pipeline.core.io import write_json
+from pipeline.data.loaders import SeededTransform
 from pipeline.models import build_model, save_model
+from pipeline.models.inference import dataset_features
 from pipeline.readout import fit_readout, knn_accuracy
 from pipeline.regularizers import build_regularizers
 from pipeline.stages.shared import (
     Pixels,
     example_batch,
-    extract_features,
     normalization,
     open_split,
     pixel_transform,
@@ -29,7 +30,6 @@ from pipeline.stages.spec import TRAINING_CODE, Arg, Plot, StageSpec
 from pipeline.training.checkpoint import CheckpointStore
 from pipeline.training.fingerprint import run_fingerprint
 from pipeline.training.loop import FitContext, fit
-from pipeline.training.sampling import SeededTransform
 from pipeline.training.ssl import SSLModule, view_transform
 
 ARGS = (Arg("variant", help="a name under ssl.variants"),)
@@ -81,9 +81,12 @@ def run(cfg, variant: str) -> dict:
     train_eval, test_eval = Pixels(train_raw, plain), Pixels(test_raw, plain)
     example = example_batch(test_eval)
 
-    def evaluate(m) -> dict:
-        tx, ty = extract_features(m, train_eval, stage.device)
-        vx, vy = extract_features(m, test_eval, stage.device)
+    workers = cfg.run.num_workers
+    shard = {"num_workers": workers, "rank": stage.dist.rank, "world": stage.dist.world}
+
+    def evaluate(m) -> dict:  # every rank, on its share
+        tx, ty = dataset_features(m, train_eval, stage.device, **shard)
+        vx, vy = dataset_features(m, test_eval, stage.device, **shard)
         return {"knn_acc": knn_accuracy(tx, ty, vx, vy, k=spec.knn_k)}
 
     run_fp = run_fingerprint(STAGES[0], {"variant": variant}, cfg)
@@ -108,8 +111,8 @@ def run(cfg, variant: str) -> dict:
     )
     if not stage.dist.is_main:
         return {}
-    tx, ty = extract_features(model, train_eval, stage.device)
-    vx, vy = extract_features(model, test_eval, stage.device)
+    tx, ty = dataset_features(model, train_eval, stage.device, num_workers=workers)
+    vx, vy = dataset_features(model, test_eval, stage.device, num_workers=workers)
     clf, converged = fit_readout(tx, ty)
     summary = {
         "variant": variant,

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import logging
 
+from pipeline.data.loaders import SeededTransform
+from pipeline.models.inference import evaluate_accuracy
 from pipeline.regularizers import build_regularizers
 from pipeline.stages.shared import (
     Pixels,
     StageRun,
-    evaluate_accuracy,
     example_batch,
     open_split,
     pixel_transform,
@@ -16,7 +17,6 @@ from pipeline.stages.shared import (
 )
 from pipeline.training.checkpoint import CheckpointStore
 from pipeline.training.loop import FitContext, SupervisedModule, fit
-from pipeline.training.sampling import SeededTransform
 
 log = logging.getLogger(__name__)
 
@@ -51,8 +51,15 @@ def train_supervised(
     regularizers = build_regularizers(regularizer_configs)
     device = stage.device
 
-    def evaluate(m) -> dict:
-        return evaluate_accuracy(m, test_set, device)
+    def evaluate(m) -> dict:  # every rank, on its share of the test set
+        return evaluate_accuracy(
+            m,
+            test_set,
+            device,
+            num_workers=run_cfg.num_workers,
+            rank=stage.dist.rank,
+            world=stage.dist.world,
+        )
 
     example = example_batch(test_set)
     history = fit(

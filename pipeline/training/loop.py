@@ -2,7 +2,11 @@
 
 What differs between them is the :class:`TrainModule` (how a batch becomes a loss) and the
 evaluation callback. The loop owns optimization, regularizer penalties, mixed precision,
-checkpoint/resume, NaN handling, progress and per-epoch metrics.
+checkpoint/resume, NaN handling, progress and per-epoch metrics (see docs/methods.md,
+"Training loop").
+
+No step reads a value back to the host: the loss, accuracy and finiteness sums stay on the
+device and are read at checkpoint boundaries, at logging intervals and at the end of an epoch.
 """
 
 from __future__ import annotations
@@ -16,10 +20,11 @@ from pathlib import Path
 
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
 from pipeline.core.errors import TrainingError
+from pipeline.data.loaders import EpochSampler, make_loader
 from pipeline.regularizers.base import Regularizer, StepContext
 from pipeline.runtime import device as runtime
 from pipeline.runtime.distributed import (
@@ -30,7 +35,6 @@ from pipeline.runtime.distributed import (
 )
 from pipeline.training.checkpoint import CheckpointStore
 from pipeline.training.metrics import write_history
-from pipeline.training.sampling import EpochSampler
 from pipeline.training.schedule import lr_multiplier
 
 log = logging.getLogger(__name__)
@@ -41,7 +45,9 @@ class StepOutput:
     loss: torch.Tensor
     features: torch.Tensor
     logits: torch.Tensor | None = None
-    correct: int = 0  # correctly classified samples in the batch (supervised only)
+    # Correctly classified samples in the batch, as a device tensor (supervised only): reading it
+    # here would stall the GPU every step.
+    correct: torch.Tensor | None = None
 
 
 class TrainModule(nn.Module):
@@ -70,7 +76,7 @@ class SupervisedModule(TrainModule):
         features = self.model.forward_features(inputs)
         logits = self.model.head(features)
         loss = self.criterion(logits, targets)
-        correct = int((logits.argmax(1) == targets).sum())
+        correct = (logits.detach().argmax(1) == targets).sum()
         return StepOutput(loss=loss, features=features, logits=logits, correct=correct)
 
 
@@ -117,25 +123,51 @@ def _param_groups(module: TrainModule, regularizers: list[Regularizer], optim) -
     return [g for g in groups if g["params"]]
 
 
-def _loader(ctx: FitContext, sampler: EpochSampler, batch: int) -> DataLoader:
-    return DataLoader(
-        ctx.train_set,
-        batch_size=batch,
-        sampler=sampler,
-        num_workers=ctx.num_workers,
-        drop_last=True,
-        pin_memory=ctx.device.type == "cuda",
-        persistent_workers=False,  # workers are re-made per epoch so they see set_epoch()
-    )
+# Steps between progress-bar updates: each update reads the running loss back to the host.
+LOG_EVERY = 50
+# Order of the device-side running sums (sample-weighted; ``nonfinite`` counts bad steps).
+SUMS = ("loss", "task", "penalty", "correct", "seen", "nonfinite")
+
+
+@dataclass
+class _Run:
+    """The state of one :func:`fit` call: what it trains, how, and where it is."""
+
+    module: TrainModule
+    train_module: nn.Module  # ``module`` or its DDP wrapper
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    regularizers: list[Regularizer]
+    precision: runtime.Precision
+    sampler: EpochSampler
+    local_batch: int
+    steps_per_epoch: int
+    sums: torch.Tensor  # float64 (len(SUMS),) on the device
+    first_bad: torch.Tensor  # float64 (3,): step in epoch, task loss, penalty of the first bad step
+    epoch: int = 0
+    step_in_epoch: int = 0
+    global_step: int = 0
+    history: list[dict] | None = None
 
 
 def fit(module: TrainModule, ctx: FitContext) -> list[dict]:
     """Train to ``spec.epochs``, resuming from the last checkpoint; returns the per-epoch history."""
+    run = _set_up(module, ctx)
+    if _resume(run, ctx):
+        return run.history
+    _wrap_for_ddp(run, ctx)
+    while run.epoch < ctx.spec.epochs:
+        t0 = time.perf_counter()
+        _train_epoch(run, ctx)
+        _end_epoch(run, ctx, time.perf_counter() - t0)
+    return run.history
+
+
+def _set_up(module: TrainModule, ctx: FitContext) -> _Run:
+    """Place the module and regularizers on the device; build sampler, optimizer and schedule."""
     spec, device, info = ctx.spec, ctx.device, ctx.dist
     regularizers = list(ctx.regularizers or [])
-    model = module.model
     use_cuda = device.type == "cuda"
-
     module.to(device)
     if spec.sync_batchnorm and info.enabled:
         if use_cuda:
@@ -149,7 +181,7 @@ def fit(module: TrainModule, ctx: FitContext) -> list[dict]:
         module.to(memory_format=torch.channels_last)
     if ctx.example_inputs is not None:
         for r in regularizers:
-            r.attach(model, ctx.example_inputs.to(device))
+            r.attach(module.model, ctx.example_inputs.to(device))
     for r in regularizers:
         r.to(device)
 
@@ -166,7 +198,6 @@ def fit(module: TrainModule, ctx: FitContext) -> list[dict]:
         raise TrainingError(
             f"train.batch_size {spec.batch_size} is larger than the training set ({n} samples)"
         )
-
     optimizer = torch.optim.SGD(
         _param_groups(module, regularizers, spec.optimizer),
         lr=spec.optimizer.lr_backbone,
@@ -177,188 +208,262 @@ def fit(module: TrainModule, ctx: FitContext) -> list[dict]:
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lr_multiplier(spec.schedule, spec.epochs, steps_per_epoch)
     )
+    return _Run(
+        module=module,
+        train_module=module,
+        optimizer=optimizer,
+        scheduler=scheduler,
+        regularizers=regularizers,
+        precision=runtime.precision(device, spec.amp),
+        sampler=sampler,
+        local_batch=local_batch,
+        steps_per_epoch=steps_per_epoch,
+        sums=_zero_sums(device),
+        first_bad=_no_bad_step(device),
+        history=[],
+    )
 
-    history: list[dict] = []
-    epoch, step_in_epoch, global_step = 0, 0, 0
-    running = _zero_running()
-    # Rank 0 reads the checkpoint and every rank resumes from its copy: all ranks take the same
-    # decision (resume or start fresh) and state, with or without a shared filesystem.
+
+def _resume(run: _Run, ctx: FitContext) -> bool:
+    """Load the last checkpoint if it belongs to this run; True when that run had finished.
+
+    Rank 0 reads the checkpoint and every rank resumes from its copy: all ranks take the same
+    decision (resume or start fresh) and state, with or without a shared filesystem.
+    """
+    info = ctx.dist
     state = broadcast_object(ctx.checkpoints.load() if info.is_main else None, info)
     if state is not None:
-        module.load_state_dict(state["module"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        for r, rs in zip(regularizers, state["regularizers"], strict=True):
+        run.module.load_state_dict(state["module"])
+        run.optimizer.load_state_dict(state["optimizer"])
+        run.scheduler.load_state_dict(state["scheduler"])
+        if run.precision.scaler is not None and state.get("scaler"):
+            run.precision.scaler.load_state_dict(state["scaler"])
+        for r, rs in zip(run.regularizers, state["regularizers"], strict=True):
             r.load_state_dict(rs)
-        epoch, step_in_epoch, global_step = (
+        run.epoch, run.step_in_epoch, run.global_step = (
             state["epoch"],
             state["step_in_epoch"],
             state["global_step"],
         )
-        history = state["history"]
+        run.history = state["history"]
         # Checkpointed sums are over all ranks; rank 0 carries them, so the epoch total is right.
-        running = state["running"] if info.is_main else _zero_running()
+        if info.is_main:
+            run.sums = torch.tensor(
+                [float(state["running"].get(k, 0.0)) for k in SUMS],
+                dtype=torch.float64,
+                device=ctx.device,
+            )
         runtime.set_rng_state(state["rng"])
         if info.is_main:
             log.info(
                 "%s: resumed from %s at epoch %d step %d",
                 ctx.desc,
                 ctx.checkpoints.path,
-                epoch,
-                step_in_epoch,
+                run.epoch,
+                run.step_in_epoch,
             )
         if state.get("done"):
             # DVC deletes a stage's outputs before re-running it (e.g. after a code change):
             # a finished run must still leave its history files behind.
             if info.is_main:
-                write_history(history, ctx.metrics_dir)
-            return history
-    broadcast_buffers(module, info)
-    for r in regularizers:
+                write_history(run.history, ctx.metrics_dir)
+            return True
+    broadcast_buffers(run.module, info)
+    for r in run.regularizers:
         broadcast_buffers(r, info)
+    return False
 
-    train_module: nn.Module = module
-    if info.enabled:
-        ids = [device.index] if use_cuda else None
-        train_module = nn.parallel.DistributedDataParallel(module, device_ids=ids)
 
-    def checkpoint(done: bool = False) -> None:
-        totals = _reduce_running(running, info)  # a collective: every rank takes part
-        if not info.is_main:
-            return
-        ctx.checkpoints.save(
-            {
-                "module": module.state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(),
-                "regularizers": [r.state_dict() for r in regularizers],
-                "epoch": epoch,
-                "step_in_epoch": step_in_epoch,
-                "global_step": global_step,
-                "history": history,
-                "running": totals,
-                "rng": runtime.rng_state(),
-                "done": done,
-            }
+def _wrap_for_ddp(run: _Run, ctx: FitContext) -> None:
+    if ctx.dist.enabled:
+        ids = [ctx.device.index] if ctx.device.type == "cuda" else None
+        run.train_module = nn.parallel.DistributedDataParallel(run.module, device_ids=ids)
+
+
+def _train_epoch(run: _Run, ctx: FitContext) -> None:
+    """The rest of epoch ``run.epoch`` from ``run.step_in_epoch``, checkpointing on the way."""
+    spec = ctx.spec
+    run.sampler.set_epoch(run.epoch, skip=run.step_in_epoch * run.local_batch)
+    if hasattr(ctx.train_set, "set_epoch"):
+        ctx.train_set.set_epoch(run.epoch)
+    run.module.train()
+    active = [r for r in run.regularizers if r.active(run.epoch)]
+    loader = make_loader(
+        ctx.train_set,
+        run.local_batch,
+        sampler=run.sampler,
+        num_workers=ctx.num_workers,
+        pin_memory=ctx.device.type == "cuda",
+        drop_last=True,
+    )
+    bar = tqdm(
+        loader,
+        total=run.steps_per_epoch,
+        initial=run.step_in_epoch,
+        desc=f"{ctx.desc} epoch {run.epoch + 1}/{spec.epochs}",
+        disable=not (ctx.progress and ctx.dist.is_main),
+        leave=False,
+        dynamic_ncols=True,
+    )
+    for inputs, targets in bar:
+        if run.step_in_epoch >= run.steps_per_epoch:
+            break
+        _train_step(run, ctx, inputs, targets, active)
+        if not bar.disable and run.global_step % LOG_EVERY == 0:
+            sums = run.sums.tolist()  # one host read per logging interval
+            bar.set_postfix(loss=f"{sums[0] / max(sums[4], 1):.4f}", refresh=False)
+        if run.global_step % spec.checkpoint_every == 0 and run.step_in_epoch < run.steps_per_epoch:
+            _checkpoint(run, ctx)
+    bar.close()
+
+
+def _train_step(run: _Run, ctx: FitContext, inputs, targets, active: list[Regularizer]) -> None:
+    """One optimizer step. Nothing here waits for the device: sums and bad-step records stay on
+    it, to be read at the next checkpoint boundary or epoch end."""
+    device, spec = ctx.device, ctx.spec
+    inputs = inputs.to(device, non_blocking=True)
+    targets = targets.to(device, non_blocking=True)
+    if device.type == "cuda" and spec.channels_last and inputs.dim() == 4:
+        inputs = inputs.contiguous(memory_format=torch.channels_last)
+    with run.precision.autocast():
+        out = run.train_module(inputs, targets)
+    step_ctx = StepContext(
+        step=run.global_step,
+        epoch=run.epoch,
+        features=out.features.float(),
+        logits=None if out.logits is None else out.logits.float(),
+        inputs=inputs,
+    )
+    penalty = sum((r.penalty(step_ctx) for r in active), torch.zeros((), device=device))
+    task = out.loss.float()
+    loss = task + penalty
+    run.optimizer.zero_grad(set_to_none=True)
+    scaler = run.precision.scaler
+    (loss if scaler is None else scaler.scale(loss)).backward()
+    for r in run.regularizers:  # their own parameters are outside DDP: average by hand
+        for p in r.parameters():
+            if p.grad is not None:
+                p.grad = all_reduce_mean(p.grad, ctx.dist)
+    if scaler is None:
+        run.optimizer.step()
+    else:
+        scaler.step(run.optimizer)  # skipped (and the scale lowered) if gradients overflowed
+        scaler.update()
+    run.scheduler.step()
+    for r in active:
+        r.after_step(step_ctx)
+    _accumulate(run, inputs.shape[0], loss.detach(), task.detach(), penalty.detach(), out.correct)
+    run.step_in_epoch += 1
+    run.global_step += 1
+
+
+def _accumulate(run: _Run, batch: int, loss, task, penalty, correct) -> None:
+    """Add one step to the device-side sums and remember the first non-finite step (no sync)."""
+    bad = ~torch.isfinite(loss)
+    if correct is None:
+        correct = torch.zeros((), device=loss.device)
+    step = torch.stack(
+        [
+            loss * batch,
+            task * batch,
+            penalty * batch,
+            correct.to(loss.dtype),
+            torch.full_like(loss, batch),
+            bad.to(loss.dtype),
+        ]
+    )
+    run.sums += step.double()
+    record = torch.stack([torch.full_like(task, run.step_in_epoch), task, penalty]).double()
+    first = bad & (run.first_bad[0] < 0)
+    run.first_bad.copy_(torch.where(first, record, run.first_bad))
+
+
+def _totals(run: _Run, ctx: FitContext) -> dict:
+    """The running sums over all ranks, read to the host (a collective under DDP); stops the run
+    when any step since the last check had a non-finite loss, before anything is written."""
+    sums = run.sums
+    if ctx.dist.enabled:
+        sums = all_reduce_mean(sums, ctx.dist) * ctx.dist.world
+    totals = dict(zip(SUMS, sums.tolist(), strict=True))
+    if totals["nonfinite"]:
+        step, task, penalty = run.first_bad.tolist()  # this rank's first (NaN if on another)
+        where = f"epoch {run.epoch + 1}" + (f" step {int(step) + 1}" if step >= 0 else "")
+        raise TrainingError(
+            f"{ctx.desc}: non-finite loss ({task:.4g} task + {penalty:.4g} penalty) at {where}; "
+            f"stopped, last good checkpoint kept at "
+            f"{ctx.checkpoints.path} (lower the learning rate or strength)"
         )
-
-    while epoch < spec.epochs:
-        t0 = time.perf_counter()
-        sampler.set_epoch(epoch, skip=step_in_epoch * local_batch)
-        if hasattr(ctx.train_set, "set_epoch"):
-            ctx.train_set.set_epoch(epoch)
-        module.train()
-        active = [r for r in regularizers if r.active(epoch)]
-        bar = tqdm(
-            _loader(ctx, sampler, local_batch),
-            total=steps_per_epoch,
-            initial=step_in_epoch,
-            desc=f"{ctx.desc} epoch {epoch + 1}/{spec.epochs}",
-            disable=not (ctx.progress and info.is_main),
-            leave=False,
-            dynamic_ncols=True,
-        )
-        for inputs, targets in bar:
-            if step_in_epoch >= steps_per_epoch:
-                break
-            inputs = inputs.to(device, non_blocking=True)
-            targets = targets.to(device, non_blocking=True)
-            if use_cuda and spec.channels_last and inputs.dim() == 4:
-                inputs = inputs.contiguous(memory_format=torch.channels_last)
-            with runtime.autocast(device, spec.amp):
-                out = train_module(inputs, targets)
-            step_ctx = StepContext(
-                step=global_step,
-                epoch=epoch,
-                features=out.features.float(),
-                logits=None if out.logits is None else out.logits.float(),
-                inputs=inputs,
-            )
-            penalty = sum((r.penalty(step_ctx) for r in active), torch.zeros((), device=device))
-            loss = out.loss.float() + penalty
-            if not torch.isfinite(loss):
-                raise TrainingError(
-                    f"{ctx.desc}: non-finite loss ({float(out.loss.detach()):.4g} task + {float(penalty.detach()):.4g} "
-                    f"penalty) at epoch {epoch + 1} step {step_in_epoch + 1}; stopped, last good "
-                    f"checkpoint kept at {ctx.checkpoints.path} (lower the learning rate or strength)"
-                )
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            for r in regularizers:  # their own parameters are outside DDP: average by hand
-                for p in r.parameters():
-                    if p.grad is not None:
-                        p.grad = all_reduce_mean(p.grad, info)
-            optimizer.step()
-            scheduler.step()
-            for r in active:
-                r.after_step(step_ctx)
-
-            bs = inputs.shape[0]
-            running["loss"] += float(loss.detach()) * bs
-            running["task"] += float(out.loss.detach()) * bs
-            running["penalty"] += float(penalty.detach()) * bs
-            running["correct"] += out.correct
-            running["seen"] += bs
-            step_in_epoch += 1
-            global_step += 1
-            bar.set_postfix(loss=f"{running['loss'] / running['seen']:.4f}", refresh=False)
-            if global_step % spec.checkpoint_every == 0 and step_in_epoch < steps_per_epoch:
-                checkpoint()
-        bar.close()
-
-        row = _epoch_row(epoch, running, scheduler, info)
-        seconds = time.perf_counter() - t0
-        if info.is_main:
-            module.eval()
-            if ctx.evaluate is not None and (
-                (epoch + 1) % spec.eval_every == 0 or epoch + 1 == spec.epochs
-            ):
-                row.update(ctx.evaluate(model))
-            if (epoch + 1) % spec.diagnostics_every == 0 or epoch + 1 == spec.epochs:
-                if ctx.diagnose is not None:
-                    row.update(ctx.diagnose(model))
-                for r in regularizers:
-                    row.update({f"{r.name}/{k}": float(v) for k, v in r.diagnostics().items()})
-            history.append(row)
-            write_history(history, ctx.metrics_dir)
-            log.info("%s %s (%.1f s)", ctx.desc, _describe(row), seconds)
-        epoch += 1
-        step_in_epoch = 0
-        running = _zero_running()
-        checkpoint(done=epoch >= spec.epochs)
-    return history
+    totals["correct"], totals["seen"] = round(totals["correct"]), round(totals["seen"])
+    return totals
 
 
-def _zero_running() -> dict:
-    return {"loss": 0.0, "task": 0.0, "penalty": 0.0, "correct": 0, "seen": 0}
+def _checkpoint(run: _Run, ctx: FitContext, done: bool = False) -> None:
+    totals = _totals(run, ctx)  # every rank takes part; raises instead of saving a bad state
+    if not ctx.dist.is_main:
+        return
+    scaler = run.precision.scaler
+    ctx.checkpoints.save(
+        {
+            "module": run.module.state_dict(),
+            "optimizer": run.optimizer.state_dict(),
+            "scheduler": run.scheduler.state_dict(),
+            "scaler": None if scaler is None else scaler.state_dict(),
+            "regularizers": [r.state_dict() for r in run.regularizers],
+            "epoch": run.epoch,
+            "step_in_epoch": run.step_in_epoch,
+            "global_step": run.global_step,
+            "history": run.history,
+            "running": totals,
+            "rng": runtime.rng_state(),
+            "done": done,
+        }
+    )
 
 
-def _reduce_running(running: dict, info: DistInfo) -> dict:
-    """The running sums added over all ranks (every rank must call this)."""
-    if not info.enabled:
-        return dict(running)
-    keys = list(_zero_running())
-    totals = torch.tensor([float(running[k]) for k in keys], dtype=torch.float64)
-    totals = all_reduce_mean(totals, info) * info.world
-    out = dict(zip(keys, totals.tolist()))
-    out["correct"], out["seen"] = round(out["correct"]), round(out["seen"])
-    return out
+def _end_epoch(run: _Run, ctx: FitContext, seconds: float) -> None:
+    """Evaluate (every rank, on its share), diagnose and log (rank 0), then checkpoint."""
+    spec, info = ctx.spec, ctx.dist
+    row = _epoch_row(run, _totals(run, ctx))
+    model = run.module.model
+    model.eval()
+    last = run.epoch + 1 == spec.epochs
+    if ctx.evaluate is not None and ((run.epoch + 1) % spec.eval_every == 0 or last):
+        row.update(ctx.evaluate(model))
+    if info.is_main:
+        if (run.epoch + 1) % spec.diagnostics_every == 0 or last:
+            if ctx.diagnose is not None:
+                row.update(ctx.diagnose(model))
+            for r in run.regularizers:
+                row.update({f"{r.name}/{k}": float(v) for k, v in r.diagnostics().items()})
+        run.history.append(row)
+        write_history(run.history, ctx.metrics_dir)
+        log.info("%s %s (%.1f s)", ctx.desc, _describe(row), seconds)
+    run.epoch += 1
+    run.step_in_epoch = 0
+    run.sums = _zero_sums(ctx.device)
+    _checkpoint(run, ctx, done=run.epoch >= spec.epochs)
 
 
-def _epoch_row(epoch: int, running: dict, scheduler, info: DistInfo) -> dict:
-    """One history row: deterministic values only (timings go to the log, not to the history)."""
-    totals = _reduce_running(running, info)
-    loss, task, penalty, correct, seen = (totals[k] for k in _zero_running())
-    seen = max(seen, 1.0)
+def _zero_sums(device: torch.device) -> torch.Tensor:
+    return torch.zeros(len(SUMS), dtype=torch.float64, device=device)
+
+
+def _no_bad_step(device: torch.device) -> torch.Tensor:
+    return torch.tensor([-1.0, 0.0, 0.0], dtype=torch.float64, device=device)
+
+
+def _epoch_row(run: _Run, totals: dict) -> dict:
+    """One history row: deterministic values only (timings go to the log, not the history)."""
+    seen = max(totals["seen"], 1.0)
     row = {
-        "epoch": epoch + 1,
-        "lr": scheduler.get_last_lr()[0],
-        "train_loss": loss / seen,
-        "task_loss": task / seen,
-        "penalty": penalty / seen,
+        "epoch": run.epoch + 1,
+        "lr": run.scheduler.get_last_lr()[0],
+        "train_loss": totals["loss"] / seen,
+        "task_loss": totals["task"] / seen,
+        "penalty": totals["penalty"] / seen,
     }
-    if correct:
-        row["train_acc"] = correct / seen
+    if totals["correct"]:
+        row["train_acc"] = totals["correct"] / seen
     return row
 
 

@@ -1,4 +1,4 @@
-"""Loaders: per-epoch reproducible shuffling, DDP sampler, worker seeding, tensors helper."""
+"""The one loader stack: epoch order from (seed, epoch), rank shares, seeded augmentation."""
 
 from __future__ import annotations
 
@@ -7,22 +7,19 @@ import pickle
 import numpy as np
 import pytest
 import torch
-import torch.distributed as dist
 from data_fakes import write_image
-from torch.utils.data import DistributedSampler
 
 from pipeline.data import (
     ArrayDataset,
+    EpochSampler,
+    SeededTransform,
     ShardDataset,
-    TransformedDataset,
     load_tensors,
     make_loader,
     open_source,
-    set_epoch,
     to_pixel_tensor,
     write_shards,
 )
-from pipeline.data.loaders import EpochShuffleSampler
 from pipeline.core.errors import ConfigError
 
 
@@ -36,38 +33,36 @@ def to_index(img) -> int:
     return int(np.asarray(img)[0, 0])
 
 
-def order(loader, epoch: int) -> list[int]:
-    set_epoch(loader, epoch)
-    return [int(i) for batch, _ in loader for i in batch]
+def order(sampler: EpochSampler, epoch: int, skip: int = 0) -> list[int]:
+    sampler.set_epoch(epoch, skip=skip)
+    return list(sampler)
 
 
-def test_train_shuffle_depends_only_on_seed_and_epoch():
-    a = make_loader(indexed(), 4, train=True, seed=5, transform=to_index)
-    b = make_loader(indexed(), 4, train=True, seed=5, transform=to_index)
+def test_epoch_order_depends_only_on_seed_and_epoch():
+    a, b = EpochSampler(20, seed=5), EpochSampler(20, seed=5)
     assert order(a, 0) == order(a, 0) == order(b, 0)
     assert order(a, 1) != order(a, 0) and order(a, 3) == order(b, 3)
     assert sorted(order(a, 1)) == list(range(20)) and order(a, 0) != list(range(20))
-    c = make_loader(indexed(), 4, train=True, seed=6, transform=to_index)
-    assert order(c, 0) != order(a, 0)
-    assert isinstance(a.sampler, EpochShuffleSampler)
+    assert order(EpochSampler(20, seed=6), 0) != order(a, 0)
+    assert order(EpochSampler(20, shuffle=False), 4) == list(range(20))
 
 
-def test_eval_loader_keeps_order_and_drop_last():
-    loader = make_loader(indexed(), 6, train=False, transform=to_index)
-    assert order(loader, 4) == list(range(20))
-    dropped = make_loader(indexed(), 6, train=True, transform=to_index, drop_last=True)
-    assert len(list(dropped)) == 3
+def test_rank_shares_pad_for_training_and_not_for_evaluation():
+    full = order(EpochSampler(10, seed=3), 1)
+    padded = [order(EpochSampler(10, seed=3, rank=r, world=3), 1) for r in range(3)]
+    assert {len(s) for s in padded} == {4} and set(sum(padded, [])) == set(range(10))
+    assert padded[0] == full[0::3]  # rank r takes every world-th index from r
+    exact = [EpochSampler(10, shuffle=False, rank=r, world=3, pad=False) for r in range(3)]
+    assert [len(s) for s in exact] == [4, 3, 3]
+    assert sorted(i for s in exact for i in order(s, 0)) == list(range(10))
+    with pytest.raises(ConfigError, match="rank 3"):
+        EpochSampler(10, rank=3, world=3)
 
 
-def test_distributed_uses_distributed_sampler(tmp_path):
-    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'pg'}", rank=0, world_size=1)
-    try:
-        loader = make_loader(indexed(), 5, train=True, seed=2, distributed=True, transform=to_index)
-        assert isinstance(loader.sampler, DistributedSampler)
-        assert order(loader, 0) == order(loader, 0) != order(loader, 1)
-        assert sorted(order(loader, 1)) == list(range(20))
-    finally:
-        dist.destroy_process_group()
+def test_resume_skips_exactly_the_consumed_samples():
+    s = EpochSampler(20, seed=1, rank=1, world=2)
+    whole = order(s, 2)
+    assert order(s, 2, skip=4) == whole[4:] and len(s) == len(whole) - 4
 
 
 class Noise:
@@ -77,21 +72,26 @@ class Noise:
         return torch.rand(1) + to_index(img)
 
 
-def test_worker_augmentation_reproducible_per_epoch():
-    loader = make_loader(indexed(8), 4, train=True, num_workers=2, seed=0, transform=Noise())
-    e0 = order_values(loader, 0)
-    assert torch.equal(e0, order_values(loader, 0))
-    assert not torch.equal(e0, order_values(loader, 1))
-
-
-def order_values(loader, epoch: int) -> torch.Tensor:
-    set_epoch(loader, epoch)
+def values(dataset, epoch: int, num_workers: int) -> torch.Tensor:
+    dataset.set_epoch(epoch)
+    sampler = EpochSampler(len(dataset), seed=0)
+    sampler.set_epoch(epoch)
+    loader = make_loader(dataset, 4, sampler=sampler, num_workers=num_workers)
     return torch.cat([x for x, _ in loader])
 
 
-def test_transformed_dataset_keeps_metadata():
+def test_augmentation_is_the_same_with_or_without_workers():
+    ds = SeededTransform(indexed(8), Noise(), seed=0)
+    e0 = values(ds, 0, num_workers=0)
+    assert torch.equal(e0, values(ds, 0, num_workers=2))
+    assert not torch.equal(e0, values(ds, 1, num_workers=0))
+    # the permutation of epoch 0, each with its own noise in [0, 1)
+    assert torch.equal(e0.floor().long().flatten(), torch.tensor(order(EpochSampler(8, seed=0), 0)))
+
+
+def test_seeded_transform_keeps_metadata():
     ds = open_source("digits", None, "test", classes=[0, 1])
-    wrapped = TransformedDataset(ds, to_pixel_tensor(False, 16, 1, "none"))
+    wrapped = SeededTransform(ds, to_pixel_tensor(False, 16, 1, "none"))
     assert wrapped.classes == ["0", "1"] and wrapped.num_classes == 2 and wrapped.channels == 1
     x, y = wrapped[3]
     assert x.shape == (1, 16, 16) and y == ds.targets[3]
@@ -127,8 +127,11 @@ def test_load_tensors_mixed_sizes_needs_resize(folder_root):
     assert X.shape == (6, 3, 8, 8)
 
 
-def test_bad_loader_arguments():
+def test_bad_loader_arguments(tmp_path):
     with pytest.raises(ConfigError, match="batch_size"):
-        make_loader(indexed(), 0, train=True)
+        make_loader(indexed(), 0)
     with pytest.raises(ConfigError, match="num_workers"):
-        make_loader(indexed(), 2, train=True, num_workers=-1)
+        make_loader(indexed(), 2, num_workers=-1)
+    write_shards(indexed(), tmp_path / "s", maxcount=10)
+    with pytest.raises(ConfigError, match="no sampler"):
+        make_loader(ShardDataset(tmp_path / "s"), 2, sampler=EpochSampler(20))
