@@ -78,11 +78,17 @@ def run_stage(command: str, argv: list[str]) -> int:
     spec = _spec_for(module, item)
     dump = cfg.model_dump(mode="json")
     if ns.dry_run:
-        shown = contract(spec, item, dump).__dict__ if spec else {}
+        try:
+            shown = contract(spec, item, dump).__dict__ if spec else {}
+        except KeyError as exc:
+            raise ConfigError(f"{exc.args[0]}: no such parameter for this item") from None
         print(json.dumps({"stage": command, **item, **shown}, indent=2))
         return 0
     ident = instance_id(spec, item) if spec else command
-    nproc = gpus(spec, item, dump) if spec else 0
+    try:
+        nproc = gpus(spec, item, dump) if spec else 0
+    except KeyError:  # a name the item gives does not exist: the stage's own check says which
+        nproc = 1
     relaunch = spec is not None and spec.trains and nproc > 1 and not launch.under_torchrun()
     if relaunch:
         launch.check_devices(nproc, cfg.run.device, what=ident)

@@ -44,11 +44,14 @@ class Payload:
 
 
 def _snapshot(root: Path) -> dict[str, str]:
-    """Every file under ``root`` and a digest of its bytes: 'nothing written or removed'."""
+    """Every file under ``root`` and a digest of its bytes: 'nothing written or removed'.
+
+    ``artifacts/runs/`` holds the stage instances' lock files, which are not outputs.
+    """
     return {
         str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
         for p in sorted(root.rglob("*"))
-        if p.is_file()
+        if p.is_file() and not str(p.relative_to(root)).startswith("artifacts/runs/")
     }
 
 

@@ -13,7 +13,8 @@ from pipeline.core.config import ScheduleSpec, TrainSpec
 from pipeline.core.errors import TrainingError
 from pipeline.data.loaders import EpochSampler
 from pipeline.models import build_model
-from pipeline.training import loop, runtime
+from pipeline.runtime import device as runtime
+from pipeline.training import loop
 from pipeline.training.checkpoint import CheckpointStore
 from pipeline.training.loop import FitContext, SupervisedModule, fit
 from pipeline.training.schedule import lr_multiplier
