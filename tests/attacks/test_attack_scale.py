@@ -1,0 +1,34 @@
+"""Peak host memory of the attack stage's core does not grow with the size of the test split."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _probe(*args: str) -> dict:
+    out = subprocess.run(
+        [sys.executable, "-m", "tests.attacks.scale_probe", *args],
+        cwd=ROOT, capture_output=True, text=True, check=True, timeout=600,
+    )  # fmt: skip
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.slow
+def test_peak_rss_is_flat_from_1x_to_20x_the_split_and_distances_agree():
+    small, large = _probe("1"), _probe("20")
+    print(f"peak RSS 1x {small['maxrss_kb'] / 1024:.0f} MB, 20x {large['maxrss_kb'] / 1024:.0f} MB")
+    assert large["correct"] > small["correct"]  # the large split really was predicted
+    assert large["maxrss_kb"] <= 1.10 * small["maxrss_kb"]
+    assert large["samples"] == small["samples"]
+    assert large["distances"] == small["distances"]
+    # Control: holding the whole 20x split (what the stage used to do) is clearly visible.
+    naive = _probe("20", "--load-all")
+    assert naive["maxrss_kb"] > 1.3 * small["maxrss_kb"]
+    assert naive["distances"] == small["distances"]
