@@ -25,7 +25,7 @@ from pipeline.attacks.methods import run_methods
 from pipeline.attacks.split import gather, predict_split
 
 BASE = 224  # the size of the default test split (embedded digits, 5 classes)
-SIZE = 64  # px: 48 KB a sample, so holding a 20x split would show clearly
+SIZE = 96  # px: 108 KB a sample, so holding a 20x split (480 MB) would show clearly
 
 
 class GeneratedSplit(Dataset):
@@ -48,7 +48,7 @@ class GeneratedSplit(Dataset):
 
 def model() -> nn.Module:
     torch.manual_seed(0)
-    net = nn.Sequential(nn.AvgPool2d(8), nn.Flatten(), nn.Linear(3 * 8 * 8, 10))
+    net = nn.Sequential(nn.AvgPool2d(12), nn.Flatten(), nn.Linear(3 * 8 * 8, 10))
     x = torch.stack([GeneratedSplit(BASE)[i][0] for i in range(BASE)])
     y = torch.tensor(GeneratedSplit(BASE).labels)
     opt = torch.optim.Adam(net.parameters(), lr=1e-2)
@@ -69,7 +69,7 @@ def main() -> None:
         labels = torch.tensor([split[i][1] for i in range(len(split))]).numpy()
         preds = oracle(everything).numpy()
     else:
-        labels, preds = predict_split(oracle, split, batch_size=256)
+        labels, preds = predict_split(oracle, split, batch_size=32)  # several batches at 1x too
     correct = labels == preds
     draw_samples(correct, 16, attack_seed=0, run_seed=0, pool_size=64)  # over the whole split
     # The same samples at every size: drawn among the digits all sizes share.
