@@ -19,7 +19,7 @@ from pipeline.attacks import LabelOracle
 from pipeline.attacks.draw import draw_samples
 from pipeline.attacks.methods import run_methods
 from pipeline.attacks.oracle import UnsupportedPrecision
-from pipeline.attacks.split import gather, predict_split
+from pipeline.attacks.streaming import gather, predict_split
 from pipeline.attacks.summary import sample_rows, summarize
 from pipeline.errors import ConfigError
 from pipeline.io import write_csv, write_json

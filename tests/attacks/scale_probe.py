@@ -22,7 +22,7 @@ from torch.utils.data import Dataset
 from pipeline.attacks import LabelOracle
 from pipeline.attacks.draw import draw_samples
 from pipeline.attacks.methods import run_methods
-from pipeline.attacks.split import gather, predict_split
+from pipeline.attacks.streaming import gather, predict_split
 
 BASE = 224  # the size of the default test split (embedded digits, 5 classes)
 SIZE = 96  # px: 108 KB a sample, so holding a 20x split (480 MB) would show clearly
