@@ -1,8 +1,9 @@
-"""Tangent Attack throughput: its wall time against the bare forward passes it pays for.
+"""Attack throughput (Tangent Attack, HopSkipJump): wall time against the bare forward passes paid for.
 
     python benchmarks/attack_throughput.py                      # small CNN + resnet18 at 32 px
     python benchmarks/attack_throughput.py --iterations 1 --init-probes 20 --repeats 2
     python benchmarks/attack_throughput.py --models small_cnn --iterations 10
+    python benchmarks/attack_throughput.py --methods hsja --precision bf16
 
 Each model is first trained for a moment on part of the embedded digits (upscaled to RGB), so
 that its labels are varied and the attacked samples correctly classified. Then, on the same
@@ -20,8 +21,9 @@ The attack runs with the paper's settings except T (``--iterations``), optionall
 ``--init-probes``, and ``--init-tries`` (20 noise starts, then the nearest correctly classified
 test digit of another class), so that starts do not dominate a short run. Runs are repeated
 ``--repeats`` times, interleaved (bare, batched, bare, sequential, ...), and summarized by
-medians, because other processes may share the CPU. With CUDA it uses fp16 autocast and
-channels-last, and also reports samples/minute for resnet50 at 224 px with T = 40 (``--r50-*``
+medians, because other processes may share the CPU. Each method in ``--methods`` is measured
+the same way. The oracle runs at ``--precision`` (default fp16 on CUDA, fp32 on CPU), and
+channels-last on CUDA; it and also reports samples/minute for resnet50 at 224 px with T = 40 (``--r50-*``
 options; ``--resnet50`` forces that part on CPU too, for a smoke run).
 """
 
@@ -37,7 +39,9 @@ import torch.nn.functional as F
 from sklearn.datasets import load_digits
 from torch import nn
 
-from pipeline.attacks import LabelOracle, tangent_attack
+from pipeline.attacks import LabelOracle, hop_skip_jump, tangent_attack
+
+ATTACKS = {"tangent": tangent_attack, "hsja": hop_skip_jump}
 
 
 def small_cnn() -> nn.Module:
@@ -144,12 +148,14 @@ def forward_seconds_per_input(model, shape, batch: int, device, min_seconds: flo
                 return elapsed / (n * batch)
 
 
-def run_attack(model, x, y, pool, args, chunk: int, device, one_at_a_time: bool):
+def run_attack(model, x, y, pool, args, chunk: int, device, one_at_a_time: bool, method: str):
     """Wall time, total queries and success rate of one attack on all samples."""
     d = x[0].numel()
+    attack = ATTACKS[method]
     oracle = LabelOracle(
-        model, chunk_size=chunk, device=device, channels_last=device.type == "cuda"
-    )
+        model, chunk_size=chunk, device=device, channels_last=device.type == "cuda",
+        precision=args.precision,
+    )  # fmt: skip
     kwargs = dict(
         iterations=args.iterations, init_probes=args.init_probes, seed=0, fallback_pool=pool,
         init_tries=args.init_tries,
@@ -158,13 +164,11 @@ def run_attack(model, x, y, pool, args, chunk: int, device, one_at_a_time: bool)
     sync(device)
     t0 = time.perf_counter()
     if one_at_a_time:
-        results = [
-            tangent_attack(oracle, x[i : i + 1], y[i : i + 1], **kwargs) for i in range(len(x))
-        ]
+        results = [attack(oracle, x[i : i + 1], y[i : i + 1], **kwargs) for i in range(len(x))]
         queries = sum(int(r.queries.sum()) for r in results)
         success = sum(int(r.success.sum()) for r in results) / len(x)
     else:
-        r = tangent_attack(oracle, x, y, **kwargs)
+        r = attack(oracle, x, y, **kwargs)
         queries, success = int(r.queries.sum()), float(r.success.float().mean())
     sync(device)
     seconds = time.perf_counter() - t0
@@ -207,6 +211,7 @@ def prepare(name: str, build, size: int, args, device):
 
 
 def benchmark_model(name: str, build, size: int, args, device) -> dict:
+    """Per method in ``args.methods``: medians over repeats, keyed ``"<model>/<method>"``."""
     model, x, y, pool = prepare(name, build, size, args, device)
     shape = tuple(x.shape[1:])
     per_batch = {
@@ -219,6 +224,16 @@ def benchmark_model(name: str, build, size: int, args, device) -> dict:
         + ", ".join(f"{b}: {s * 1e6:.0f}" for b, s in per_batch.items())
         + f" -> best {best}"
     )
+    out = {}
+    for method in args.methods:
+        out[f"{name}/{method}"] = _repeats(
+            f"{name}/{method}", model, x, y, pool, best, args, device, method
+        )
+    return out
+
+
+def _repeats(name, model, x, y, pool, best, args, device, method) -> dict:
+    shape = tuple(x.shape[1:])
     rows = []
     for rep in range(args.repeats):
         order = [False, True] if rep % 2 == 0 else [True, False]
@@ -228,7 +243,7 @@ def benchmark_model(name: str, build, size: int, args, device) -> dict:
                 continue
             before = forward_seconds_per_input(model, shape, best, device, args.min_seconds)
             secs, queries, success = run_attack(
-                model, x, y, pool, args, best, device, one_at_a_time
+                model, x, y, pool, args, best, device, one_at_a_time, method
             )
             after = forward_seconds_per_input(model, shape, best, device, args.min_seconds)
             bare = queries * (before + after) / 2
@@ -268,13 +283,16 @@ def resnet50_samples_per_minute(args, device) -> None:
     per_input = forward_seconds_per_input(
         model, tuple(x.shape[1:]), chunk, device, args.min_seconds
     )
-    secs, queries, success = run_attack(model, x, y, pool, sub, chunk, device, one_at_a_time=False)
-    bare = queries * per_input
-    print(
-        f"[resnet50_224] T={sub.iterations}, {len(x)} samples, batch {chunk}: {secs:.1f}s, "
-        f"{queries} queries ({queries / len(x):.0f}/sample), success {success:.2f}, "
-        f"overhead {secs / bare:.2f} -> {len(x) / secs * 60:.1f} samples/minute"
-    )
+    for method in args.methods:
+        secs, queries, success = run_attack(
+            model, x, y, pool, sub, chunk, device, one_at_a_time=False, method=method
+        )
+        bare = queries * per_input
+        print(
+            f"[resnet50_224/{method}] T={sub.iterations}, {len(x)} samples, batch {chunk}: {secs:.1f}s, "
+            f"{queries} queries ({queries / len(x):.0f}/sample), success {success:.2f}, "
+            f"overhead {secs / bare:.2f} -> {len(x) / secs * 60:.1f} samples/minute"
+        )
 
 
 def main() -> None:
@@ -298,15 +316,20 @@ def main() -> None:
     p.add_argument(
         "--resnet50", action="store_true", help="run the resnet50 part even without CUDA"
     )
+    p.add_argument("--methods", default="tangent,hsja", help="comma-separated: tangent, hsja")
+    p.add_argument("--precision", default=None, help="fp32 | bf16 | fp16 (fp16 on CUDA, else fp32)")
     p.add_argument("--r50-samples", type=int, default=32)
     p.add_argument("--r50-iterations", type=int, default=40)
     p.add_argument("--r50-batch", type=int, default=256)
     p.add_argument("--r50-train-epochs", type=int, default=0, help="0: fit only the readout")
     args = p.parse_args()
     args.batch_sizes = [int(b) for b in args.batch_sizes.split(",")]
+    args.methods = args.methods.split(",")
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if args.precision is None:
+        args.precision = "fp16" if device.type == "cuda" else "fp32"
     print(
         f"device {device}, torch {torch.__version__}, {torch.get_num_threads()} CPU threads, "
         f"T={args.iterations}, {args.samples} samples, {args.repeats} repeats"
@@ -316,10 +339,10 @@ def main() -> None:
         build, size, epochs = MODELS[name]
         model_args = argparse.Namespace(**vars(args))
         model_args.train_epochs = epochs if args.train_epochs is None else args.train_epochs
-        results[name] = benchmark_model(name, build, size, model_args, device)
+        results.update(benchmark_model(name, build, size, model_args, device))
     print("\nmedians over repeats")
     print(
-        f"{'model':<14}{'batch':>6}{'attack s':>10}{'queries':>9}{'bare s':>8}"
+        f"{'model/method':<22}{'batch':>6}{'attack s':>10}{'queries':>9}{'bare s':>8}"
         f"{'(a) overhead':>14}{'seq s':>8}{'(b) seq/batched':>17}{'per query':>11}"
     )
     for name, r in results.items():
@@ -329,7 +352,7 @@ def main() -> None:
             else ""
         )
         print(
-            f"{name:<14}{r['best_batch']:>6}{r['seconds']:>10.1f}{r['queries']:>9.0f}"
+            f"{name:<22}{r['best_batch']:>6}{r['seconds']:>10.1f}{r['queries']:>9.0f}"
             f"{r['bare']:>8.1f}{r['overhead']:>14.2f}{seq}"
         )
     if device.type == "cuda" or args.resnet50:

@@ -44,9 +44,10 @@ def test_cli_runs_every_stage_on_tiny_data(workdir):
     ro = _json("metrics/readout/digits_5to9/none/summary.json")
     assert ro["test_acc"] > 0.3  # 5 classes: chance is 0.2; logistic regression on features
     att = _json("metrics/attack/finetune/digits_5to9/none/none/seed0/summary.json")
-    assert att["n"] >= 1 and att["success_rate"] == 1.0 and att["mean_distance"] > 0
+    assert att["n_samples"] >= 1 and att["success_rate"] == 1.0 and att["mean_distance"] > 0
     rows = Path("metrics/attack/readout/digits_5to9/simclr/samples.csv").read_text().splitlines()
-    assert rows[0] == "index,label,distance,queries,success" and len(rows) == att["n"] + 1
+    assert rows[0].startswith("index,label,method,distance,queries,success,d_")
+    assert len(rows) == att["n_samples"] * (len(att["methods"]) + 1) + 1
     report = Path("reports/transfer.md").read_text()
     assert "| digits_5to9 | rep_spectral | none |" in report
     assert Path("reports/figures/finetune_digits_5to9.png").stat().st_size > 1000

@@ -13,6 +13,17 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import nn
 
+#: Oracle precisions and their autocast dtypes (``None``: plain fp32, no autocast).
+PRECISIONS: dict[str, torch.dtype | None] = {
+    "fp32": None,
+    "bf16": torch.bfloat16,
+    "fp16": torch.float16,
+}
+
+
+class UnsupportedPrecision(RuntimeError):
+    """The model cannot run at the requested oracle precision on this device."""
+
 
 class LabelOracle:
     """Predicted labels of ``model`` for pixel-space inputs in ``[0, 1]``, counted per sample.
@@ -20,7 +31,10 @@ class LabelOracle:
     ``model`` is a torch module (or any callable) returning logits ``(N, C)`` or labels ``(N,)``;
     ``mean``/``std`` (per channel) are applied inside, so attacks work in pixel space and box
     constraints mean what they say. Calls run under ``torch.no_grad`` in chunks of
-    ``chunk_size`` rows, with autocast on CUDA when ``amp`` is set.
+    ``chunk_size`` rows. ``precision`` is ``fp32`` (plain), ``bf16`` or ``fp16`` (autocast on
+    the oracle's device, CPU included); a model that cannot run at that precision raises
+    :class:`UnsupportedPrecision` on the first call. ``channels_last`` lays 4-D inputs out
+    channels-last (faster convolutions on CUDA).
 
     Counting: every row is one query. ``total_queries`` counts them all; when the caller passes
     ``owners`` (the sample index of each row), ``per_sample`` counts them per sample as well.
@@ -38,7 +52,7 @@ class LabelOracle:
         *,
         chunk_size: int = 512,
         device: torch.device | str | None = None,
-        amp: bool = True,
+        precision: str = "fp32",
         channels_last: bool = False,
     ):
         if chunk_size < 1:
@@ -48,7 +62,9 @@ class LabelOracle:
         self.model = model
         self.chunk_size = int(chunk_size)
         self.device = torch.device(device) if device is not None else _module_device(model)
-        self.amp = amp
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision {precision!r}; allowed: {', '.join(PRECISIONS)}")
+        self.precision = precision
         self.channels_last = channels_last
         self._mean = None if mean is None else torch.as_tensor(mean, dtype=torch.float32)
         self._std = None if std is None else torch.as_tensor(std, dtype=torch.float32)
@@ -109,10 +125,21 @@ class LabelOracle:
         x = self._normalize(x.to(self.device, torch.float32))
         if self.channels_last and x.dim() == 4:
             x = x.contiguous(memory_format=torch.channels_last)
-        use_amp = self.amp and self.device.type == "cuda"
-        ctx = torch.autocast("cuda", dtype=torch.float16) if use_amp else contextlib.nullcontext()
-        with ctx:
-            out = self.model(x)
+        dtype = PRECISIONS[self.precision]
+        ctx = (
+            contextlib.nullcontext()
+            if dtype is None
+            else torch.autocast(self.device.type, dtype=dtype)
+        )
+        try:
+            with ctx:
+                out = self.model(x)
+        except RuntimeError as e:
+            if dtype is None:
+                raise
+            raise UnsupportedPrecision(
+                f"{self.precision} on {self.device.type}: {str(e).splitlines()[0]}"
+            ) from e
         out = torch.as_tensor(out)
         if out.dim() == 2:
             return out.argmax(dim=1)

@@ -260,14 +260,47 @@ class ReadoutSpec(Strict):
 
 
 class AttackSpec(Strict):
+    """The attack stage (docs/methods.md, "Attacks"): which methods, on how many samples, with
+    which query budgets and oracle precision."""
+
     n_samples: int = Field(500, ge=1)
+    # More samples than the model classifies correctly is an error unless this is set.
+    allow_fewer: bool = False
+    methods: list[Literal["tangent", "hsja"]] = Field(
+        default_factory=lambda: ["tangent", "hsja"], min_length=1
+    )
+    # Query counts at which each method's best distance so far is recorded.
+    budgets: list[int] = Field(default_factory=lambda: [1000, 2000, 5000, 10_000], min_length=1)
     iterations: int = Field(40, ge=1)
+    # Per-sample query limit of each method; None: the largest budget.
     max_queries: int | None = Field(None, ge=1)
     gamma: float = Field(1.0, gt=0)
     init_probes: int = Field(100, ge=1)
     max_probes: int = Field(10_000, ge=1)
     chunk_size: int = Field(4096, ge=1)
+    # Label oracle (and the correctness check that picks the samples) at this precision.
+    precision: Literal["fp32", "bf16", "fp16"] = "fp32"
+    # Correctly classified test samples kept as starting points of last resort.
+    fallback_pool: int = Field(256, ge=0)
     seed: int = 0
+
+    @field_validator("methods")
+    @classmethod
+    def _distinct_methods(cls, v: list[str]) -> list[str]:
+        if len(set(v)) != len(v):
+            raise ValueError(f"methods must be distinct, got {v}")
+        return v
+
+    @field_validator("budgets")
+    @classmethod
+    def _increasing_budgets(cls, v: list[int]) -> list[int]:
+        if any(b < 1 for b in v) or any(a >= b for a, b in zip(v, v[1:])):
+            raise ValueError(f"budgets must be positive and strictly increasing, got {v}")
+        return v
+
+    def query_limit(self) -> int:
+        """Queries each method may spend per sample."""
+        return self.max_queries if self.max_queries is not None else self.budgets[-1]
 
 
 class ReportSpec(Strict):

@@ -1,31 +1,33 @@
 """``attack``: mean black-box adversarial distance of a finetuned or readout-retrained model.
 
-Draws ``attack.n_samples`` random correctly classified test samples (fixed seed) and runs the
-batched hard-label Tangent Attack on them; writes a per-sample CSV and a summary for dvc metrics.
+Predicts the test split in streamed batches (keeping only labels and predictions), draws the
+samples from a model-independent permutation (:mod:`pipeline.attacks.draw`), loads only those and
+a bounded fallback pool, and runs each of ``attack.methods`` on them from the same starting
+points; writes a long per-sample CSV and a summary for dvc metrics (docs/methods.md, "Attacks").
+Outputs hold no wall-clock values, so they are byte-identical for the same inputs on CPU.
 """
 
 from __future__ import annotations
 
-import math
+import logging
 import time
 
-import numpy as np
 import torch
 
-from pipeline.attacks import LabelOracle, tangent_attack
+from pipeline.attacks import LabelOracle
+from pipeline.attacks.draw import draw_samples
+from pipeline.attacks.methods import run_methods
+from pipeline.attacks.oracle import UnsupportedPrecision
+from pipeline.attacks.streaming import gather, predict_split
+from pipeline.attacks.summary import sample_rows, summarize
 from pipeline.core import paths
 from pipeline.core.errors import ConfigError
 from pipeline.core.io import write_csv, write_json
 from pipeline.models import load_model
-from pipeline.stages.shared import (
-    Pixels,
-    check_names,
-    load_pixels,
-    open_split,
-    pixel_transform,
-    start,
-)
+from pipeline.stages.shared import Pixels, check_names, open_split, pixel_transform, start
 from pipeline.stages.spec import MODEL_CODE, Arg, StageSpec
+
+log = logging.getLogger(__name__)
 
 KINDS = ("finetune", "readout")
 ARGS = (
@@ -86,92 +88,66 @@ def _model_path(kind: str, run_id: str):
     return paths.finetune_model(run_id) if kind == "finetune" else paths.readout_model(run_id)
 
 
-def summarize(distances: np.ndarray, success: np.ndarray, queries: np.ndarray) -> dict:
-    """Mean, median, std and a normal-approximation 95% CI of the mean over successful samples."""
-    d = distances[success]
-    n = int(d.size)
-    std = float(d.std(ddof=1)) if n > 1 else 0.0
-    mean = float(d.mean()) if n else math.nan
-    half = 1.96 * std / math.sqrt(n) if n > 1 else math.nan
-    return {
-        "n": int(distances.size),
-        "mean_distance": mean,
-        "median_distance": float(np.median(d)) if n else math.nan,
-        "std_distance": std,
-        "ci95_low": mean - half,
-        "ci95_high": mean + half,
-        "success_rate": float(success.mean()) if success.size else math.nan,
-        "mean_queries": float(queries.mean()) if queries.size else math.nan,
-    }
-
-
 def run(cfg, kind: str, target: str, backbone: str, regularizer=None, seed=None) -> dict:
     check_names(cfg, target, backbone, regularizer)
     run_id = run_id_for(kind, target, backbone, regularizer, seed)
     spec = cfg.attack
+    run_seed = seed or 0  # the finetune seed; a readout has none
     data = cfg.finetune.targets[target].data
     test_raw = open_split(data, cfg.run, "test")
+    pixels = Pixels(test_raw, pixel_transform(data, test_raw.channels, train=False))
     model, _ = load_model(_model_path(kind, run_id))
     stage = start(cfg, spec.seed)
+    cuda = stage.device.type == "cuda"
     model.to(stage.device).eval()
-
-    x_all, y_all = load_pixels(
-        Pixels(test_raw, pixel_transform(data, test_raw.channels, train=False))
-    )
-    oracle = LabelOracle(model, chunk_size=spec.chunk_size, device=stage.device)
-    with torch.no_grad():
-        pred = oracle(x_all.to(stage.device)).cpu()
-    correct = torch.nonzero(pred == y_all).flatten()
-    test_acc = float((pred == y_all).float().mean())
-    if correct.numel() == 0:
-        raise ConfigError(f"attack: the {kind} model {run_id} classifies no test sample correctly")
-    # The sample draw depends on the attack seed and the run's seed, never on the model.
-    g = torch.Generator().manual_seed(spec.seed * 1_000_003 + (seed or 0))
-    chosen = correct[torch.randperm(correct.numel(), generator=g)[: spec.n_samples]]
-    chosen = chosen.sort().values
-    oracle.reset_counts()
+    if cuda:
+        model.to(memory_format=torch.channels_last)
+    oracle = LabelOracle(
+        model, chunk_size=spec.chunk_size, device=stage.device, precision=spec.precision,
+        channels_last=cuda,
+    )  # fmt: skip
 
     t0 = time.perf_counter()
-    result = tangent_attack(
-        oracle,
-        x_all[chosen].to(stage.device),
-        y_all[chosen].to(stage.device),
-        iterations=spec.iterations,
-        max_queries=spec.max_queries,
-        gamma=spec.gamma,
-        init_probes=spec.init_probes,
-        max_probes=spec.max_probes,
-        seed=spec.seed + (seed or 0),
-        fallback_pool=(x_all[correct].to(stage.device), y_all[correct].to(stage.device)),
-    )
-    seconds = time.perf_counter() - t0
-    dist = result.distances.cpu().numpy()
-    ok = result.success.cpu().numpy()
-    q = result.queries.cpu().numpy()
+    try:
+        labels, preds = predict_split(
+            oracle, pixels, batch_size=spec.chunk_size, num_workers=cfg.run.num_workers
+        )
+    except UnsupportedPrecision as e:
+        raise ConfigError(
+            f"attack.precision: {e}; allowed: fp32, bf16, fp16 (fp32 runs everywhere)"
+        ) from e
+    correct = labels == preds
+    draw = draw_samples(
+        correct, spec.n_samples, attack_seed=spec.seed, run_seed=run_seed,
+        pool_size=spec.fallback_pool, allow_fewer=spec.allow_fewer,
+    )  # fmt: skip
+    x, y = gather(pixels, draw.samples)
+    pool = gather(pixels, draw.pool) if draw.pool.size else None
+    log.info(
+        "attack %s: predicted %d test samples in %.1fs (%d correct), attacking %d",
+        run_id, len(labels), time.perf_counter() - t0, draw.available, len(x),
+    )  # fmt: skip
+
+    t0 = time.perf_counter()
+    results = run_methods(
+        oracle, x.to(stage.device), y.to(stage.device), spec.methods,
+        iterations=spec.iterations, max_queries=spec.query_limit(), gamma=spec.gamma,
+        init_probes=spec.init_probes, max_probes=spec.max_probes,
+        seed=spec.seed + run_seed, checkpoints=spec.budgets,
+        fallback_pool=None if pool is None else (pool[0].to(stage.device), pool[1].to(stage.device)),
+    )  # fmt: skip
+    log.info("attack %s: %s in %.1fs", run_id, "+".join(spec.methods), time.perf_counter() - t0)
+
     out = paths.attack_metrics(kind, run_id)
-    write_csv(
-        out / "samples.csv",
-        [
-            {
-                "index": int(i),
-                "label": int(y_all[i]),
-                "distance": float(d),
-                "queries": int(qq),
-                "success": bool(s),
-            }
-            for i, d, qq, s in zip(chosen.tolist(), dist, q, ok, strict=True)
-        ],
-    )
+    write_csv(out / "samples.csv", sample_rows(draw.samples, y.numpy(), results, spec.budgets))
     summary = {
         "kind": kind,
         "target": target,
         "backbone": backbone,
         "regularizer": regularizer,
         "seed": seed,
-        "test_acc": test_acc,
-        "iterations": spec.iterations,
-        "seconds": round(seconds, 2),
-        **summarize(dist, ok, q),
+        "test_acc": float(correct.mean()) if correct.size else float("nan"),
+        **summarize(results, spec.budgets),
     }
     write_json(out / "summary.json", summary)
     return summary

@@ -7,7 +7,8 @@ import torch
 from torch import nn
 
 from pipeline.attacks import LabelOracle, tangent_attack
-from pipeline.attacks.tangent import _Attack, _budget, _Queries
+from pipeline.attacks.queries import AdversarialQueries, query_budget
+from pipeline.attacks.tangent import TangentAttack
 
 
 def test_query_counts_match_an_independent_counter(linear_binary, counting_predict):
@@ -163,8 +164,8 @@ def test_verify_pushes_a_flipped_boundary_point_back_out(linear_binary):
 
     y = predict(x)
     assert torch.all(y == 0)
-    attack = _Attack(
-        _Queries(predict, y, (16,)), x, _budget(None, 4, x.device),
+    attack = TangentAttack(
+        AdversarialQueries(predict, y, (16,)), x, query_budget(None, 4, x.device),
         gamma=1.0, box=(0.0, 1.0), seed=0, max_probe_elements=2**20, verify=True,
     )  # fmt: skip
     attack.start(100, None, None)

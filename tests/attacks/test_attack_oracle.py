@@ -7,6 +7,7 @@ import torch
 from torch import nn
 
 from pipeline.attacks import LabelOracle
+from pipeline.attacks.oracle import UnsupportedPrecision
 
 
 class Recorder(nn.Module):
@@ -89,3 +90,28 @@ def test_rejects_mismatched_owners_and_bad_outputs():
         oracle(torch.rand(3, 3, 4, 4), owners=torch.tensor([0, 1]))
     with pytest.raises(ValueError, match="logits"):
         LabelOracle(lambda x: torch.rand(x.shape[0]))(torch.rand(3, 2))
+
+
+def test_precision_names_and_an_unsupported_precision_are_reported():
+    with pytest.raises(ValueError, match="allowed: fp32, bf16, fp16"):
+        LabelOracle(Recorder(), precision="fp8")
+
+    class Fp32Only(torch.nn.Module):
+        def forward(self, x):
+            if torch.is_autocast_enabled(x.device.type):
+                raise RuntimeError("kernel not implemented for 'Half'\nmore detail")
+            return torch.zeros(x.shape[0], 3)
+
+    assert LabelOracle(Fp32Only())(torch.rand(2, 4)).tolist() == [0, 0]
+    with pytest.raises(UnsupportedPrecision, match="^fp16 on cpu: kernel not implemented"):
+        LabelOracle(Fp32Only(), precision="fp16")(torch.rand(2, 4))
+
+
+def test_bf16_labels_match_fp32_away_from_ties():
+    torch.manual_seed(0)
+    model = torch.nn.Linear(16, 4)
+    x = torch.rand(200, 16)
+    ref = LabelOracle(model)(x)
+    logits = model(x).detach().sort(dim=1).values
+    clear = (logits[:, -1] - logits[:, -2]) > 0.1  # margins far above bf16 rounding
+    assert torch.equal(LabelOracle(model, precision="bf16")(x)[clear], ref[clear])

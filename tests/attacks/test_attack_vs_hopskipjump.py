@@ -1,26 +1,27 @@
-"""Tangent Attack against an independent hard-label attack (HopSkipJump from ART), same budget.
+"""Tangent Attack and our HopSkipJump against an independent implementation (ART's HopSkipJump).
 
 ART reports no query count, so every row its estimator is asked to predict is counted by the
 ``predict_fn`` we give it, per sample (ART is run one sample at a time); that includes ART's own
-bookkeeping rows (the label of ``x``, of the start, and a final success check). Tangent Attack
-then gets exactly that many queries per sample. Both attacks start from the same adversarial
+bookkeeping rows (the label of ``x``, of the start, and a final success check). Each of our
+attacks then gets exactly that many queries per sample. Both attacks start from the same adversarial
 noise points, so the comparison is about the iterations, not about lucky starts; ART's global
 NumPy RNG is seeded, which makes the comparison deterministic.
 
 ART's HopSkipJump returns its last iterate, which sits past the boundary (it searches the
 boundary at the start of an iteration, not after the step). The strict comparison therefore
 also projects ART's result to the boundary by a binary search, with those queries added to
-ART's count (and so to the budget of Tangent Attack).
+ART's count (and so to the budget of our attacks).
 """
 
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 from art.attacks.evasion import HopSkipJump
 from art.estimators.classification import BlackBoxClassifier
 
-from pipeline.attacks import binary_search, tangent_attack
+from pipeline.attacks import binary_search, hop_skip_jump, tangent_attack
 
 N_SAMPLES = 50
 HSJA_ITERATIONS = 10  # ≈ 2 400 queries per sample at d = 64
@@ -38,7 +39,9 @@ def _noise_starts(model, x, y, seed):
     return starts
 
 
-def test_mean_distance_at_most_hopskipjump_at_the_same_budget(digits_mlp):
+@pytest.fixture(scope="module")
+def art_reference(digits_mlp):
+    """ART's HopSkipJump on the first samples: raw and projected distances, queries per sample."""
     model, xs, ys = digits_mlp
     x, y = xs[:N_SAMPLES], ys[:N_SAMPLES]
     with torch.no_grad():
@@ -73,15 +76,22 @@ def test_mean_distance_at_most_hopskipjump_at_the_same_budget(digits_mlp):
         queries.append(count[0])
     budget = torch.tensor(queries)
     assert torch.all(budget > 2000)  # ART really ran its iterations
+    return x, y, starts, budget, float(np.mean(raw)), float(np.mean(projected))
 
-    res = tangent_attack(
+
+@pytest.mark.parametrize("attack", [tangent_attack, hop_skip_jump])
+def test_mean_distance_at_most_art_hopskipjump_at_the_same_budget(
+    digits_mlp, art_reference, attack
+):
+    model, _, _ = digits_mlp
+    x, y, starts, budget, art_raw, art_projected = art_reference
+    res = attack(
         lambda z: model(z).argmax(1), x, y, iterations=10_000, max_queries=budget, starts=starts
     )
     assert res.success.all()
     assert torch.all(res.queries <= budget)
     assert torch.all(res.queries >= budget - 20)  # and it used the budget
-    ta = float(res.distances.mean())
-    hsja_raw, hsja_projected = float(np.mean(raw)), float(np.mean(projected))
-    print(f"TA {ta:.4f}  HSJA(ART) {hsja_raw:.4f}  HSJA(ART)+projection {hsja_projected:.4f}")
-    assert ta <= 1.05 * hsja_raw
-    assert ta <= 1.05 * hsja_projected
+    ours = float(res.distances.mean())
+    print(f"{attack.__name__} {ours:.4f}  ART {art_raw:.4f}  ART+projection {art_projected:.4f}")
+    assert ours <= 1.05 * art_raw
+    assert ours <= 1.05 * art_projected
