@@ -22,12 +22,9 @@ import os
 import queue
 import subprocess
 import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
 from fnmatch import fnmatch
 from pathlib import Path
 
-import yaml
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
@@ -38,73 +35,13 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from flows.launch import DevicePool, StageFailed, child_env, run_streaming, stage_argv
 from flows.record import DvcRecord
 from pipeline.core.cli import add_params_options, make_parser, report
-from pipeline.core.config import apply_overrides, load_config, read_params
+from pipeline.core.config import load_config
 from pipeline.core.errors import ConfigError, PipelineError
-from pipeline.core.io import atomic_write_text
+from pipeline.core.workspace import WORKSPACE_PARAMS, apply_params, params_applied
 from pipeline.plan import StageInstance, plan, problems
 
-WORKSPACE_PARAMS = "params.yaml"
 REPORT = Path("reports/transfer.md")
 DONE = ("ran", "up to date", "restored")
-
-
-# -- parameters: the workspace's params.yaml is the experiment ---------------------------------
-
-
-def composed_params(params: str, overrides: list[str]) -> str | None:
-    """The text ``params.yaml`` must hold for this run; None when it already does."""
-    if Path(params).resolve() == Path(WORKSPACE_PARAMS).resolve() and not overrides:
-        return None
-    data = apply_overrides(read_params(params), overrides)
-    text = yaml.safe_dump(data, sort_keys=False)
-    current = Path(WORKSPACE_PARAMS)
-    if current.is_file() and yaml.safe_load(current.read_text()) == data:
-        return None
-    return text
-
-
-def _uncommitted(path: str) -> bool:
-    """``path`` differs from git's HEAD (or is untracked); False outside git."""
-    try:
-        out = subprocess.run(
-            ["git", "status", "--porcelain", "--", path], capture_output=True, text=True, check=True
-        )
-    except (OSError, subprocess.CalledProcessError):
-        return False
-    return bool(out.stdout.strip())
-
-
-def apply_params(params: str, overrides: list[str]) -> bool:
-    """Write ``--params``/``--set`` into ``params.yaml``; True when it changed.
-
-    Refuses (ConfigError) rather than overwrite uncommitted edits to ``params.yaml``.
-    """
-    load_config(params, overrides)  # a bad file or override fails here, before anything
-    text = composed_params(params, overrides)
-    if text is None:
-        return False
-    if Path(WORKSPACE_PARAMS).is_file() and _uncommitted(WORKSPACE_PARAMS):
-        raise ConfigError(
-            f"params.yaml has uncommitted edits, and running {params} would replace them; "
-            "commit or stash them (git stash), or run with --params params.yaml"
-        )
-    atomic_write_text(Path(WORKSPACE_PARAMS), text)
-    return True
-
-
-@contextmanager
-def params_applied(params: str, overrides: list[str]) -> Iterator[None]:
-    """``params.yaml`` as the run would have it, restored afterwards (for dry runs)."""
-    path = Path(WORKSPACE_PARAMS)
-    before = path.read_bytes() if path.is_file() else None
-    text = composed_params(params, overrides)
-    try:
-        if text is not None:
-            atomic_write_text(path, text)
-        yield
-    finally:
-        if text is not None and before is not None:
-            path.write_bytes(before)
 
 
 # -- one stage instance -----------------------------------------------------------------------

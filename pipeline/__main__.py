@@ -1,7 +1,8 @@
 """CLI: ``python -m pipeline <stage> [--params FILE] [--set section.key=value ...] [stage args]``.
 
 Also ``plan`` (every stage instance of a parameter file), ``shard`` (any source to webdataset
-shards) and ``dvc-yaml`` (regenerate ``dvc.yaml`` from the stage declarations).
+shards), ``dvc-yaml`` (regenerate ``dvc.yaml`` from the stage declarations) and ``use-params``
+(write a setting file, composed, into ``params.yaml``).
 
 A problem the user can fix (bad parameter, missing dataset) prints one line and exits with
 status 2 before any work starts; nothing already written is touched. A training stage with
@@ -29,6 +30,7 @@ TOOLS = {
     "plan": "pipeline.plan:plan_main",
     "shard": "pipeline.data.shard_cli:shard_main",
     "dvc-yaml": "pipeline.dvcyaml:main",
+    "use-params": "pipeline.core.workspace:use_params_main",
 }
 
 

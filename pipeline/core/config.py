@@ -433,7 +433,16 @@ def _check_members(key: str, chosen: list, allowed: dict | list) -> None:
 # --- loading -------------------------------------------------------------------------------
 
 
-def read_params(path: str | Path) -> dict:
+EXTENDS = "extends"
+
+
+def read_params(path: str | Path, _seen: tuple[Path, ...] = ()) -> dict:
+    """A parameter file as one mapping, its ``extends:`` chain composed.
+
+    A setting file may start with ``extends: <file>`` (relative to itself) and then state only
+    what differs: mappings merge key by key, anything else (lists, numbers, ``null``) replaces
+    the base's value.
+    """
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"parameter file not found: {path}")
@@ -444,7 +453,26 @@ def read_params(path: str | Path) -> dict:
         raise ConfigError(f"{path}: not valid YAML ({first})") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: top level must be a mapping of sections")
-    return data
+    base = data.pop(EXTENDS, None)
+    if base is None:
+        return data
+    if not isinstance(base, str):
+        raise ConfigError(f"{path}: {EXTENDS} must be the path of a parameter file")
+    base_path = (path.parent / base).resolve()
+    if base_path in _seen or base_path == path.resolve():
+        raise ConfigError(f"{path}: {EXTENDS} {base} makes a cycle")
+    return merge(read_params(base_path, (*_seen, path.resolve())), data)
+
+
+def merge(base: dict, overlay: dict) -> dict:
+    """``overlay`` on top of ``base``: mappings merge recursively, other values replace."""
+    out = copy.deepcopy(base)
+    for key, value in overlay.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
 
 
 def apply_overrides(data: dict, overrides: list[str]) -> dict:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+RAW = Path("data")  # the raw-data root, versioned by data.dvc
 ARTIFACTS = Path("artifacts")
 METRICS = Path("metrics")
 REPORTS = Path("reports")

@@ -47,6 +47,9 @@ def run(cfg, dataset: str) -> dict:
         allowed = ", ".join(cfg.prepare.outputs) or "(none)"
         raise ConfigError(f"--dataset {dataset!r} is not in prepare.outputs; allowed: {allowed}")
     out = cfg.prepare.outputs[dataset]
+    # The raw-data root exists from the first run on, so data.dvc (which records it empty until
+    # `dvc add data`) is up to date and a user sees where datasets go.
+    paths.RAW.mkdir(exist_ok=True)
     # Open every split first, so a missing dataset fails before anything is written.
     opened = {
         split: open_source(out.source, Path(out.root) if out.root else None, split, **out.options)

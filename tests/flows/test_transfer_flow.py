@@ -12,9 +12,10 @@ import yaml
 from prefect.states import Failed
 
 from flows.launch import DevicePool, StageFailed, child_env, run_streaming
-from flows.transfer import _retryable, apply_params, check_plan, select
+from flows.transfer import _retryable, check_plan, select
 from pipeline.core.config import load_config
 from pipeline.core.errors import ConfigError
+from pipeline.core.workspace import apply_params
 from pipeline.plan import plan
 
 
@@ -98,6 +99,7 @@ def test_params_file_is_applied_but_never_over_uncommitted_edits(workdir):
         return subprocess.run(argv, check=True, capture_output=True, env=env_path)
 
     run("git", "init", "-q")
+    Path(".dvc/tmp").mkdir(parents=True)
     run("git", "add", "params.yaml")
     run("git", "commit", "-qm", "p")
     other = yaml.safe_load(Path("params.yaml").read_text())
@@ -107,6 +109,12 @@ def test_params_file_is_applied_but_never_over_uncommitted_edits(workdir):
     applied = yaml.safe_load(Path("params.yaml").read_text())
     assert applied["attack"]["n_samples"] == 7 and applied["attack"]["seed"] == 3
     assert not apply_params("params.yaml", [])  # already the experiment: nothing to write
+    Path("third.yaml").write_text("extends: other.yaml\nattack: {n_samples: 9}\n")
+    assert apply_params("third.yaml", [])  # replacing what apply_params wrote loses nothing
+    assert yaml.safe_load(Path("params.yaml").read_text())["attack"] == {
+        **other["attack"],
+        "n_samples": 9,
+    }
     edited = Path("params.yaml").read_text() + "# my edit\n"
     Path("params.yaml").write_text(edited)
     with pytest.raises(ConfigError, match="uncommitted edits"):

@@ -1,0 +1,110 @@
+"""DVC's model of parameters: the workspace's ``params.yaml`` *is* the experiment.
+
+``dvc.yaml`` reads ``params.yaml``; so does ``dvc exp run -S``. Running another setting file
+therefore means writing it (its ``extends:`` chain composed, ``--set`` values applied) into
+``params.yaml`` first, never over uncommitted edits::
+
+    python -m pipeline use-params configs/transfer-cifar10.yaml && dvc repro
+"""
+
+from __future__ import annotations
+
+import hashlib
+import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import yaml
+
+from pipeline.core.config import apply_overrides, load_config, read_params
+from pipeline.core.errors import ConfigError
+from pipeline.core.io import atomic_write_text
+
+WORKSPACE_PARAMS = "params.yaml"
+
+
+def composed_params(params: str, overrides: list[str]) -> str | None:
+    """The text ``params.yaml`` must hold for this run; None when it already does."""
+    if Path(params).resolve() == Path(WORKSPACE_PARAMS).resolve() and not overrides:
+        return None
+    data = apply_overrides(read_params(params), overrides)
+    text = yaml.safe_dump(data, sort_keys=False)
+    current = Path(WORKSPACE_PARAMS)
+    if current.is_file() and yaml.safe_load(current.read_text()) == data:
+        return None
+    return text
+
+
+def _uncommitted(path: str) -> bool:
+    """``path`` differs from git's HEAD (or is untracked); False outside git."""
+    try:
+        out = subprocess.run(
+            ["git", "status", "--porcelain", "--", path], capture_output=True, text=True, check=True
+        )
+    except (OSError, subprocess.CalledProcessError):
+        return False
+    return bool(out.stdout.strip())
+
+
+def apply_params(params: str, overrides: list[str]) -> bool:
+    """Write ``--params``/``--set`` into ``params.yaml``; True when it changed.
+
+    Refuses (ConfigError) rather than overwrite uncommitted edits to ``params.yaml``.
+    """
+    load_config(params, overrides)  # a bad file or override fails here, before anything
+    text = composed_params(params, overrides)
+    if text is None:
+        return False
+    current = Path(WORKSPACE_PARAMS)
+    if current.is_file() and not _written_by_us(current) and _uncommitted(WORKSPACE_PARAMS):
+        raise ConfigError(
+            f"params.yaml has uncommitted edits, and running {params} would replace them; "
+            "commit or stash them (git stash), or run with --params params.yaml"
+        )
+    atomic_write_text(current, text)
+    atomic_write_text(APPLIED, _digest(text.encode()))
+    return True
+
+
+# What apply_params last wrote: replacing that is no loss (a user's edit changes the digest).
+APPLIED = Path(".dvc/tmp/params-applied.sha256")
+
+
+def _digest(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _written_by_us(path: Path) -> bool:
+    try:
+        return APPLIED.read_text().strip() == _digest(path.read_bytes())
+    except OSError:
+        return False
+
+
+@contextmanager
+def params_applied(params: str, overrides: list[str]) -> Iterator[None]:
+    """``params.yaml`` as the run would have it, restored afterwards (for dry runs)."""
+    path = Path(WORKSPACE_PARAMS)
+    before = path.read_bytes() if path.is_file() else None
+    text = composed_params(params, overrides)
+    try:
+        if text is not None:
+            atomic_write_text(path, text)
+        yield
+    finally:
+        if text is not None and before is not None:
+            path.write_bytes(before)
+
+
+def use_params_main(argv: list[str]) -> int:
+    """``python -m pipeline use-params FILE [--set k=v ...]``: make FILE the workspace's experiment."""
+    from pipeline.core.cli import Parser
+
+    parser = Parser(prog="python -m pipeline use-params", description=use_params_main.__doc__)
+    parser.add_argument("file", help="a parameter file, e.g. configs/transfer-cifar10.yaml")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    ns = parser.parse_args(argv)
+    changed = apply_params(ns.file, ns.overrides)
+    print(f"params.yaml {'now holds' if changed else 'already holds'} {ns.file}")
+    return 0
