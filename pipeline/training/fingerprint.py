@@ -13,44 +13,65 @@ from __future__ import annotations
 
 import hashlib
 import json
+import tempfile
 from contextlib import ExitStack
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from pipeline.stages.spec import Contract, StageSpec, contract, lookup
 
+# The code that runs is the imported package, wherever the stage runs from.
+CODE_ROOT = Path(__file__).resolve().parents[2]
 
-def _hasher(root: Path):
-    """``(path) -> md5`` with DVC's state and ignore rules when ``root`` is a DVC project."""
-    from dvc_data.hashfile.build import build
-    from dvc_data.hashfile.db import HashFileDB
-    from dvc_objects.fs.local import LocalFileSystem
 
-    fs = LocalFileSystem()
-    state = ignore = None
-    stack = ExitStack()
-    if (root / ".dvc").is_dir():
-        from dvc.repo import Repo
+def _locate(dep: str, root: Path) -> Path:
+    return (CODE_ROOT if PurePosixPath(dep).parts[0] == "pipeline" else root) / dep
 
-        repo = stack.enter_context(Repo(str(root), uninitialized=True))
-        state, ignore = repo.state, repo.dvcignore
-    odb = HashFileDB(fs, str(root / ".dvc" / "tmp" / "fingerprint-odb"))
 
-    def digest(path: str) -> str | None:
-        full = root / path
-        if not full.exists():
+class _Hasher:
+    """DVC's md5 of files and folders, with the state and ignore rules of the DVC project
+    that holds each path (none outside a project)."""
+
+    def __init__(self):
+        from dvc_data.hashfile.db import HashFileDB
+        from dvc_objects.fs.local import LocalFileSystem
+
+        self.fs = LocalFileSystem()
+        self.stack = ExitStack()
+        # build() wants an object store; with dry_run nothing is written to it.
+        scratch = self.stack.enter_context(tempfile.TemporaryDirectory(prefix="fingerprint-"))
+        self.odb = HashFileDB(self.fs, scratch)
+        self.repos: dict[Path, object] = {}
+
+    def _repo(self, path: Path):
+        for top in (path, *path.parents):
+            if (top / ".dvc").is_dir():
+                if top not in self.repos:
+                    from dvc.repo import Repo
+
+                    self.repos[top] = self.stack.enter_context(Repo(str(top), uninitialized=True))
+                return self.repos[top]
+        return None
+
+    def __call__(self, path: Path) -> str | None:
+        from dvc_data.hashfile.build import build
+
+        if not path.exists():
             return None
-        _, meta, obj = build(odb, str(full), fs, "md5", state=state, ignore=ignore, dry_run=True)
+        repo = self._repo(path.resolve())
+        state = repo.state if repo is not None else None
+        ignore = repo.dvcignore if repo is not None else None
+        _, meta, obj = build(
+            self.odb, str(path.resolve()), self.fs, "md5", state=state, ignore=ignore, dry_run=True
+        )
         return obj.hash_info.value if obj is not None else meta.md5
-
-    return digest, stack
 
 
 def dependency_hashes(contract: Contract, root: str | Path = ".") -> dict[str, str | None]:
     """DVC's md5 of every dependency (``None`` for one that does not exist)."""
-    digest, stack = _hasher(Path(root))
-    with stack:
-        return {dep: digest(dep) for dep in contract.deps}
+    hasher = _Hasher()
+    with hasher.stack:
+        return {dep: hasher(_locate(dep, Path(root))) for dep in contract.deps}
 
 
 def run_fingerprint(spec: StageSpec, item: dict, cfg, root: str | Path = ".") -> str:
