@@ -65,6 +65,22 @@ def _spec_for(module, item: dict):
     return None
 
 
+def _written_folders(spec, item: dict, dump: dict) -> list[str]:
+    """Where the instance writes (outputs, checkpoints): stale temporary files are cleaned."""
+    from pathlib import Path
+
+    from pipeline.stages.spec import contract, fill
+
+    if spec is None:
+        return []
+    try:
+        products = contract(spec, item, dump).products
+        private = [fill(t, item, dump) for t in spec.private]
+    except KeyError:
+        return []
+    return sorted({str(Path(p).parent) for p in products} | set(private))
+
+
 def run_stage(command: str, argv: list[str]) -> int:
     from pipeline.core.config import load_config
     from pipeline.stages.spec import contract, gpus, instance_id
@@ -95,7 +111,10 @@ def run_stage(command: str, argv: list[str]) -> int:
     if relaunch:
         launch.check_devices(nproc, cfg.run.device, what=ident)
     # One process per instance at a time (torchrun's children run under their launcher's lock).
-    lock = nullcontext() if launch.under_torchrun() else hold_run_lock(paths.run_dir(ident))
+    if launch.under_torchrun():
+        lock = nullcontext()
+    else:
+        lock = hold_run_lock(paths.run_dir(ident), clean=_written_folders(spec, item, dump))
     with lock:
         if relaunch:
             return launch.relaunch([command, *argv], nproc, ident)

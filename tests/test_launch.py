@@ -88,3 +88,20 @@ def test_multi_node_torchrun_options():
     assert launch.torchrun_args(2, "x", {})[:1] == ["--standalone"]
     with pytest.raises(ConfigError, match="PIPELINE_RDZV_ENDPOINT"):
         launch.torchrun_args(2, "x", {"PIPELINE_NNODES": "2"})
+
+
+def test_stage_start_removes_temporary_files_of_killed_runs(workdir):
+    """Leftovers of a killed writer (dead PID) next to outputs and checkpoints go at start."""
+    from pipeline.__main__ import main
+    from pipeline.core.io import TEMP_MARK
+
+    dead = 2**22 + 12345  # above the default pid_max: no such process
+    leftovers = [
+        workdir / f"artifacts/checkpoints/pretrain/none/.last.pt{TEMP_MARK}{dead}",
+        workdir / f"artifacts/backbones/none/.model.pt{TEMP_MARK}{dead}",
+    ]
+    for path in leftovers:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"half-written")
+    assert main(["pretrain", "--variant", "none"]) == 2  # no prepared data: fails after the lock
+    assert not any(p.exists() for p in leftovers)

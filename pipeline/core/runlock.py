@@ -19,7 +19,7 @@ import logging
 import os
 import re
 import shutil
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from pipeline.core.errors import RunLockedError
@@ -56,10 +56,11 @@ def stale_temp_files(directory: Path) -> list[Path]:
 
 
 @contextlib.contextmanager
-def hold_run_lock(directory: str | Path) -> Iterator[Path]:
+def hold_run_lock(directory: str | Path, clean: Iterable[str | Path] = ()) -> Iterator[Path]:
     """Hold ``<directory>/.lock`` exclusively, or raise RunLockedError naming the holder's PID.
 
-    On entry, leftovers of killed writers in ``directory`` are deleted (and logged).
+    On entry, leftovers of killed writers in ``directory`` and in the folders ``clean`` (where
+    the instance writes its outputs and checkpoints) are deleted (and logged).
     """
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
@@ -78,7 +79,8 @@ def hold_run_lock(directory: str | Path) -> Iterator[Path]:
             ) from None
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
-        for path in stale_temp_files(directory):
+        folders = [directory, *(Path(c) for c in clean if Path(c).is_dir())]
+        for path in (p for folder in folders for p in stale_temp_files(folder)):
             log.info("removing %s, left by a killed run", path)
             if path.is_dir() and not path.is_symlink():
                 shutil.rmtree(path, ignore_errors=True)

@@ -36,6 +36,7 @@ STAGES = (
         params=("finetune.targets.{target}", "finetune.regularizers.{regularizer}"),
         code=TRAINING_CODE,
         deps=(str(paths.backbone_model("{backbone}")), str(paths.prepared("{target}"))),
+        private=(str(paths.checkpoints("finetune", _RUN)),),
         outs=(str(paths.finetune_model(_RUN)),),
         metrics=(str(paths.stage_metrics("finetune", _RUN) / "summary.json"),),
         plots=(

@@ -22,6 +22,7 @@ STAGES = (
         params=("pretrain.data", "pretrain.model", "pretrain.train", "pretrain.variants.{variant}"),
         code=TRAINING_CODE,
         deps=("{pretrain.data.root}",),
+        private=(str(paths.checkpoints("pretrain", "{variant}")),),
         outs=(str(paths.backbone_model("{variant}")),),
         metrics=(str(paths.stage_metrics("pretrain", "{variant}") / "summary.json"),),
         plots=(

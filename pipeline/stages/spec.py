@@ -75,6 +75,7 @@ class StageSpec:
     outs: tuple[str, ...] = ()
     metrics: tuple[str, ...] = ()
     plots: tuple[Plot, ...] = ()
+    private: tuple[str, ...] = ()  # folders it alone writes, not outputs (its checkpoints)
 
     @property
     def trains(self) -> bool:

@@ -51,6 +51,7 @@ STAGES = (
         ),
         code=(*TRAINING_CODE, "pipeline/readout.py"),
         deps=("{ssl.data.root}",),
+        private=(str(paths.checkpoints("ssl", "{variant}")),),
         outs=(str(paths.backbone_model("{variant}")),),
         metrics=(str(paths.stage_metrics("ssl", "{variant}") / "summary.json"),),
         plots=(
