@@ -158,16 +158,8 @@ def data_signature(spec, run) -> str:
     return ";".join(file_digest(m) for m in meta) or str(root.resolve())
 
 
-def spectral_summary(model, example: torch.Tensor) -> dict[str, float]:
-    """Exact σ_max of every backbone weight layer (conv as an operator), and Σ σ_max²."""
-    from pipeline.regularizers import RepSpectral
+def spectral_summary(model, example: torch.Tensor, fold_bn: bool = False) -> dict[str, float]:
+    """Exact σ_max of every backbone weight layer and Σ σ_max² (plain, or BatchNorm-folded)."""
+    from pipeline.regularizers import spectral_summary as summarize
 
-    probe = RepSpectral(strength=0.0)
-    probe.attach(model, example.to(next(model.parameters()).device))
-    diag = probe.diagnostics()
-    sigmas = {k: v for k, v in diag.items() if k.startswith("sigma_max/")}
-    return {
-        "sum_sigma_max_sq": float(sum(v * v for v in sigmas.values())),
-        "max_sigma_max": float(max(sigmas.values(), default=0.0)),
-        "layers": len(sigmas),
-    }
+    return summarize(model, example, fold_bn=fold_bn)
