@@ -12,7 +12,9 @@ digits 5-9 (classes the backbone never saw) and measure on the 5-9 test split:
 
 γ = 0 is the shared unregularized baseline. All runs of a seed share the plain phase up to the
 burn-in epoch (see :mod:`pipeline.experiments.trainer`), so the sweep costs one plain phase plus
-one regularized tail per (mode, γ). The question it answers: does giving up at most
+one regularized tail per (mode, γ). A run whose loss becomes non-finite is kept as a row with
+``diverged: true`` and NaN metrics (a strong folded penalty can diverge under plain SGD: see
+docs/methods.md). The question it answers: does giving up at most
 ``accuracy_budget`` of accuracy buy a ``distance_gain`` larger mean distance at CPU scale?
 """
 
@@ -29,6 +31,7 @@ from tqdm.auto import tqdm
 
 from pipeline.config import ModelSpec
 from pipeline.data import load_tensors, open_source, to_pixel_tensor
+from pipeline.errors import TrainingError
 from pipeline.experiments import plots
 from pipeline.experiments.common import run_attack
 from pipeline.experiments.config import ExperimentsConfig, SweepSettings
@@ -41,6 +44,9 @@ from pipeline.regularizers import RepSpectral, spectral_summary
 
 log = logging.getLogger(__name__)
 MODES = ("plain", "folded")
+METRICS = ("pretrain_acc", "sum_sigma_sq_plain", "max_sigma_plain", "sum_sigma_sq_folded",
+           "max_sigma_folded", "target_acc", "mean_distance", "success_rate", "attacked",
+           "readout_converged")  # fmt: skip
 
 
 def load_split(s: SweepSettings, classes: list[int]) -> dict[str, torch.Tensor]:
@@ -138,13 +144,21 @@ def run_seed(s: SweepSettings, source: dict, target: dict, order, seed: int, bar
     rows = []
     for mode, strength in runs:
         model = make()
-        train_in_memory(
-            model, x, y, settings(s.epochs), regularizers(s, mode, strength), start=plain.snapshot
-        )
         row = {"seed": seed, "mode": mode, "strength": strength}
+        try:
+            train_in_memory(
+                model, x, y, settings(s.epochs), regularizers(s, mode, strength),
+                start=plain.snapshot,
+            )  # fmt: skip
+        except TrainingError as err:  # a diverged run is a result of the sweep, not a crash
+            log.warning("strength_sweep: %s γ=%g seed %d diverged: %s", mode, strength, seed, err)
+            rows.append({**row, **dict.fromkeys(METRICS, math.nan), "diverged": True})
+            bar.update(1)
+            continue
         row["pretrain_acc"] = accuracy(model, source["x_test"], source["y_test"])
         row.update(spectra(model, x[:4]))
         row.update(evaluate_transfer(model, s, target, order, seed))
+        row["diverged"] = False
         rows.append(row)
         bar.update(1)
     return rows
@@ -160,7 +174,8 @@ def curves(rows: list[dict], modes) -> dict[str, list[dict]]:
         points = []
         for strength in sorted({r["strength"] for r in sel}):
             group = [r for r in sel if r["strength"] == strength]
-            point = {"mode": mode, "strength": strength, "seeds": len(group)}
+            point = {"mode": mode, "strength": strength, "seeds": len(group),
+                     "diverged": sum(bool(r.get("diverged")) for r in group)}  # fmt: skip
             for k in keys:
                 point[f"{k}_mean"], point[f"{k}_std"] = mean_std(r[k] for r in group)
             points.append(point)

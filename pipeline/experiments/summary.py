@@ -379,15 +379,16 @@ def sweep_section(m: dict | None) -> str:
         f"{st['attack']['iterations']}. Figure: `strength_sweep/tradeoff.png`; per-run numbers: "
         "`strength_sweep/sweep.csv`.",
         "",
-        "| mode | γ | target acc | mean Δ | Σσ² plain | Σσ² folded | pretrain acc |",
-        "|---|---|---|---|---|---|---|",
+        "| mode | γ | target acc | mean Δ | Σσ² plain | Σσ² folded | pretrain acc | diverged |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for mode, points in m["curves"].items():
         for p in points:
             lines.append(
                 f"| {mode} | {p['strength']:g} | {_pm(p, 'target_acc')} | "
                 f"{_pm(p, 'mean_distance', 4)} | {_pm(p, 'sum_sigma_sq_plain', 1)} | "
-                f"{_pm(p, 'sum_sigma_sq_folded', 1)} | {_pm(p, 'pretrain_acc')} |"
+                f"{_pm(p, 'sum_sigma_sq_folded', 1)} | {_pm(p, 'pretrain_acc')} | "
+                f"{p.get('diverged', 0)}/{p['seeds']} |"
             )
     answers = []
     for mode, best in m["best"].items():
