@@ -22,6 +22,9 @@ COLORS = {
     "simclr_rep_spectral": "tab:cyan",
     "barlow_twins": "tab:brown",
     "barlow_twins_rep_spectral": "tab:olive",
+    "readout_spectral": "tab:red",
+    "plain": "tab:blue",  # strength sweep: rep-spectral on kernels alone
+    "folded": "tab:green",  # strength sweep: rep-spectral on conv + BatchNorm
 }
 _SPARE = ("tab:red", "tab:pink", "black", "gold", "navy", "teal")
 

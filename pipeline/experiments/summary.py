@@ -405,9 +405,13 @@ def sweep_section(m: dict | None) -> str:
         if best is None:
             answers.append(f"{mode}: no γ > 0 stays within {100 * budget:.0f} points of accuracy")
         else:
+            points = {p["strength"]: p for p in m["curves"][mode]}
+            before = points[min(points)].get("pretrain_acc_mean", math.nan)
+            after = points[best["strength"]].get("pretrain_acc_mean", math.nan)
             answers.append(
                 f"{mode}: best γ = {best['strength']:g} gives {100 * best['gain']:+.1f}% mean Δ "
-                f"for {100 * best['accuracy_drop']:+.1f} points of accuracy lost"
+                f"for {100 * best['accuracy_drop']:+.1f} points of target accuracy lost, with "
+                f"pretraining-task accuracy {before:.3f} → {after:.3f}"
             )
     yes = [mode for mode, b in m["best"].items() if b is not None and b["gain"] >= gain]
     sentence = (
