@@ -1,8 +1,8 @@
-"""Diagnostics from the papers (METHODS.md §3): pure functions over tensors and arrays.
+"""Diagnostics from the papers (docs/methods.md, "Diagnostics"): pure functions over tensors.
 
 * :mod:`.representations` — variance-ratio curve and effective dimension of representations
   (LR paper Fig. 2), accuracy of a linear classifier on PCA-compressed representations (Table 5).
-* :mod:`.noise` — random pixel perturbations and accuracy under them (LR paper Table 4).
+* :mod:`.noise` — random pixel noise (probability p, Gaussian) and accuracy under it (LR paper Table 4).
 * :mod:`.weights` — effective rank and effective sparsity of weight matrices (nuclear-norm paper).
 * :mod:`.volume` — volume element of a feature map on a 2-D grid and decision maps
   (rep-spectral Fig. 3).

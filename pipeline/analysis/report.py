@@ -1,4 +1,4 @@
-"""Stage-facing helpers: every diagnostic of METHODS.md §3 for one model, as JSON-ready values.
+"""Stage-facing helpers: every diagnostic of docs/methods.md for one model, as JSON-ready values.
 
 The pure functions in the sibling modules take arrays; a stage has a model and pixel tensors.
 These helpers do the glue once (features in eval mode and in batches, label-aware summaries,

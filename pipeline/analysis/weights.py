@@ -11,7 +11,7 @@ neural networks") track, per layer,
 Appendix B: the conv acts as ``W̃ ⊗ I`` on non-overlapping patches, with the same effective
 rank as ``W̃``). The same reshape is used for ``sigma_max_flat``, the top singular value of that
 flattened matrix, which is **not** the operator norm of the convolution that rep-spectral
-regularizes (see METHODS.md §1.1); it is reported only as a cheap per-layer scale.
+regularizes (see docs/methods.md, "Regularizers"); it is reported only as a cheap per-layer scale.
 """
 
 from __future__ import annotations

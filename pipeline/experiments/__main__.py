@@ -1,4 +1,4 @@
-"""CLI: ``python -m pipeline.experiments <xor|digits_mlp|diagnostics|summary> [--params FILE]``.
+"""CLI: ``python -m pipeline.experiments <xor|digits_mlp|strength_sweep|diagnostics|summary>``.
 
 Run from the repository root (the DVC stages in ``experiments/dvc.yaml`` ``cd ..`` first); every
 path in the params file is relative to it. A problem the user can fix prints one line and exits
@@ -18,7 +18,7 @@ from threadpoolctl import threadpool_limits
 from pipeline.core.cli import Parser, add_params_options, report
 from pipeline.core.errors import PipelineError
 
-COMMANDS = ("xor", "digits_mlp", "diagnostics", "summary")
+COMMANDS = ("xor", "digits_mlp", "strength_sweep", "diagnostics", "summary")
 
 
 def build_parser() -> Parser:
@@ -77,6 +77,10 @@ def _dispatch(ns: argparse.Namespace, cfg) -> None:
         from pipeline.experiments import digits_mlp
 
         digits_mlp.run(cfg)
+    elif ns.command == "strength_sweep":
+        from pipeline.experiments import strength_sweep
+
+        strength_sweep.run(cfg)
     elif ns.command == "diagnostics":
         from pipeline.experiments import diagnostics
 

@@ -8,6 +8,7 @@ keys are errors, as in the main ``params.yaml``.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, ValidationError, field_validator, model_validator
 
@@ -27,7 +28,7 @@ class RunSettings(Strict):
 
 
 class AttackSettings(Strict):
-    """Tangent Attack settings (METHODS.md §2)."""
+    """Tangent Attack settings (docs/methods.md)."""
 
     iterations: int = Field(40, ge=1, description="T")
     gamma: float = Field(1.0, gt=0, description="binary-search tolerance θ = γ/(d√d)")
@@ -165,6 +166,54 @@ class DiagnosticsSettings(Strict):
         return v
 
 
+class SweepSettings(Strict):
+    """rep-spectral strength sweep, plain vs BatchNorm-folded, on digits 0-4 → 5-9 (readout)."""
+
+    out: str = "reports/papers/strength_sweep"
+    seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
+    strengths: list[float] = Field(
+        default_factory=lambda: [0.0, 0.003, 0.01, 0.03, 0.1], min_length=2
+    )
+    modes: list[Literal["plain", "folded"]] = Field(
+        default_factory=lambda: ["plain", "folded"], min_length=1
+    )
+    pretrain_classes: list[int] = Field(default_factory=lambda: [0, 1, 2, 3, 4], min_length=2)
+    target_classes: list[int] = Field(default_factory=lambda: [5, 6, 7, 8, 9], min_length=2)
+    image_size: int = Field(16, ge=4)
+    test_fraction: float = Field(0.25, gt=0, lt=1)
+    split_seed: int = 0
+    widths: list[int] = Field(default_factory=lambda: [8, 16, 32, 64], min_length=4, max_length=4)
+    blocks: list[int] = Field(default_factory=lambda: [1, 1, 1, 1], min_length=4, max_length=4)
+    epochs: int = Field(12, ge=1)
+    burn_in: int = Field(6, ge=0, description="first regularized epoch (0-based)")
+    batch_size: int = Field(64, ge=1)
+    lr: float = Field(0.05, gt=0)
+    momentum: float = Field(0.9, ge=0, lt=1)
+    weight_decay: float = Field(5e-4, ge=0)
+    power_steps: int = Field(1, ge=1)
+    refresh_every: int = Field(10, ge=1)
+    readout: ReadoutSettings = Field(default_factory=ReadoutSettings)
+    n_attack: int = Field(32, ge=1)
+    attack: AttackSettings = Field(default_factory=lambda: AttackSettings(iterations=10))
+    accuracy_budget: float = Field(0.02, ge=0, description="accuracy one may give up")
+    distance_gain: float = Field(0.10, ge=0, description="relative distance gain asked for")
+
+    @field_validator("strengths")
+    @classmethod
+    def _strengths(cls, v: list[float]) -> list[float]:
+        if 0.0 not in v or any(g < 0 for g in v) or len(set(v)) != len(v):
+            raise ValueError(f"strengths must be distinct, >= 0 and include 0 (baseline); got {v}")
+        return sorted(v)
+
+    @model_validator(mode="after")
+    def _burn_in_inside(self) -> SweepSettings:
+        if self.burn_in >= self.epochs:
+            raise ValueError(f"burn_in ({self.burn_in}) must be below epochs ({self.epochs})")
+        if set(self.pretrain_classes) & set(self.target_classes):
+            raise ValueError("pretrain_classes and target_classes must not share a digit")
+        return self
+
+
 class SummarySettings(Strict):
     """How claims are judged (see pipeline.experiments.summary)."""
 
@@ -183,6 +232,7 @@ class ExperimentsConfig(Strict):
     xor: XorSettings
     digits_mlp: DigitsSettings
     diagnostics: DiagnosticsSettings = Field(default_factory=DiagnosticsSettings)
+    strength_sweep: SweepSettings = Field(default_factory=SweepSettings)
     summary: SummarySettings = Field(default_factory=SummarySettings)
     notes: list[str] = Field(
         default_factory=list, description="deviations from the papers, copied into the summary"

@@ -22,6 +22,9 @@ COLORS = {
     "simclr_rep_spectral": "tab:cyan",
     "barlow_twins": "tab:brown",
     "barlow_twins_rep_spectral": "tab:olive",
+    "readout_spectral": "tab:red",
+    "plain": "tab:blue",  # strength sweep: rep-spectral on kernels alone
+    "folded": "tab:green",  # strength sweep: rep-spectral on conv + BatchNorm
 }
 _SPARE = ("tab:red", "tab:pink", "black", "gold", "navy", "teal")
 
@@ -185,5 +188,41 @@ def line_panels(
     if axes[0, 0].get_legend_handles_labels()[0]:
         axes[0, 0].legend(fontsize=8)
     fig.suptitle(title)
+    fig.tight_layout()
+    save_figure(fig, path)
+
+
+def tradeoff_curves(
+    tradeoff: dict[str, Sequence[tuple[float, float, float]]],
+    spectrum: dict[str, Sequence[tuple[float, float]]],
+    title: str,
+    path: str | Path,
+) -> None:
+    """Left: accuracy vs mean distance per series, points labelled with their strength γ.
+
+    Right: the backbone's folded Σ σ_max² against γ (symlog x, since γ = 0 is a point).
+    ``tradeoff``: ``{name: [(distance, accuracy, γ), ...]}``; ``spectrum``: ``{name: [(γ, v)]}``.
+    """
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
+    for name, points in tradeoff.items():
+        xs, ys, gammas = zip(*points)
+        left.plot(xs, ys, marker="o", color=color(name), label=name)
+        for x, y, g in points:
+            left.annotate(f"{g:g}", (x, y), fontsize=7, textcoords="offset points", xytext=(3, 3))
+    left.set_xlabel("mean Tangent-Attack distance Δ")
+    left.set_ylabel("target test accuracy")
+    left.set_title("accuracy vs distance (labels: γ)", fontsize=9)
+    for name, points in spectrum.items():
+        gs, vs = zip(*points)
+        right.plot(gs, vs, marker="o", color=color(name), label=name)
+    right.set_xscale(
+        "symlog", linthresh=min(g for pts in spectrum.values() for g, _ in pts if g > 0)
+    )
+    right.set_yscale("log")
+    right.set_xlabel("strength γ")
+    right.set_ylabel("Σ σ_max² (conv+BN folded)")
+    right.set_title("what the folded penalty sees", fontsize=9)
+    left.legend(fontsize=8)
+    fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     save_figure(fig, path)

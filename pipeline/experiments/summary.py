@@ -273,7 +273,153 @@ def xor_claims(m: dict | None, min_t: float) -> list[Claim]:
     for c in claims:
         c.judge(min_t)
     exact.note = attack_gap_note(runs)
-    return claims
+    return claims + readout_only_claims(runs, feature, min_t)
+
+
+READOUT_ONLY = "readout_spectral"
+
+
+def readout_only_claims(runs: list[dict], feature: str, min_t: float) -> list[Claim]:
+    """The paper's XOR ordering with "ll-spectral" read as a penalty on the readout alone.
+
+    A public implementation's ll-spectral regularized only the readout (its layer walk did not
+    recurse into nested modules). If the paper's figures came from that variant, rep-spectral
+    should beat it on Δ, and it should leave the feature layer's σ_max uncontrolled.
+    """
+    claim = Claim(
+        "xor_readout_only", "rep-spectral F.1, Figs. 2/4 (readout-only ll)",
+        "Against a spectral penalty on the readout only (a public implementation's "
+        "'ll-spectral'), rep-spectral gives the larger mean Δ, and the readout-only penalty "
+        "fails to lower the feature layer's σ_max.",
+    )  # fmt: skip
+    if not any(r["variant"] == READOUT_ONLY for r in runs):
+        return []  # an optional variant: no claim row when it was not run
+    runs_c = _with_change(runs, feature)
+    variants = ["none", "ll_spectral", "rep_spectral", READOUT_ONLY]
+    for wd in sorted({r["weight_decay"] for r in runs}):
+        w, tag = {"weight_decay": wd}, f"wd={wd:g}"
+        rep, ro = {"variant": "rep_spectral", **w}, {"variant": READOUT_ONLY, **w}
+        claim.comparisons += [
+            _paired(f"{tag} Δ rep − readout-only", runs, "mean_distance", rep, ro),
+            _paired(f"{tag} exact distance rep − readout-only", runs, "mean_grid_margin", rep, ro),
+            _paired(f"{tag} readout-only Δσ(feature) − rep Δσ(feature) > 0", runs_c,
+                    f"change/{feature}", ro, rep),
+        ]  # fmt: skip
+        claim.measured += (
+            f"{tag}: mean Δ {_means(runs, 'mean_distance', variants, **w)}; σ_max change of "
+            f"the feature layer after burn-in {_means(runs_c, f'change/{feature}', variants, **w)}. "
+        )
+    return [claim.judge(min_t)]
+
+
+def _mean_of(runs: list[dict], key: str, **where) -> float:
+    values = [v for v in _by_seed(runs, key, **where).values() if math.isfinite(v)]
+    return float(np.mean(values)) if values else math.nan
+
+
+def readout_only_section(xor: dict | None, digits: dict | None) -> str:
+    """Plain words: does the readout-only variant reproduce the paper's XOR ordering?"""
+    if not xor or not any(r["variant"] == READOUT_ONLY for r in xor["runs"]):
+        return "The readout-only variant (readout_spectral) was not run."
+    lines = []
+    names = {"none": "none", "ll_spectral": "ll (all layers)", "rep_spectral": "rep",
+             READOUT_ONLY: "readout-only"}  # fmt: skip
+    verdicts, spreads = [], {}
+    for wd in sorted({r["weight_decay"] for r in xor["runs"]}):
+        means = {v: _mean_of(xor["runs"], "mean_distance", variant=v, weight_decay=wd)
+                 for v in names}  # fmt: skip
+        order = sorted((v for v in means if math.isfinite(means[v])), key=lambda v: -means[v])
+        ranking = " > ".join(f"{names[v]} {means[v]:.3f}" for v in order)
+        rep_beats_ro = means["rep_spectral"] > means[READOUT_ONLY]
+        rep_beats_ll = means["rep_spectral"] > means["ll_spectral"]
+        verdicts.append(rep_beats_ro)
+        spreads[wd] = (rep_beats_ro, means[order[0]] - means[order[-1]])
+        lines.append(
+            f"* XOR, weight decay {wd:g}, mean Tangent-Attack Δ: {ranking}. rep-spectral "
+            f"{'beats' if rep_beats_ro else 'does not beat'} the readout-only penalty and "
+            f"{'beats' if rep_beats_ll else 'does not beat'} ll-spectral on all layers."
+        )
+    if digits and any(r["variant"] == READOUT_ONLY for r in digits["runs"]):
+        means = {v: _mean_of(digits["runs"], "mean_distance", variant=v) for v in names}
+        order = sorted((v for v in means if math.isfinite(means[v])), key=lambda v: -means[v])
+        lines.append("* Digits MLP, mean Δ (supervised head): " + " > ".join(
+            f"{names[v]} {means[v]:.4f}" for v in order) + ".")  # fmt: skip
+    if all(verdicts):
+        meaning = (
+            "**Yes**: with ll-spectral read as the readout-only penalty, the paper's XOR "
+            "ordering (rep-spectral largest) is reproduced. Together with the all-layers result "
+            "above, this is consistent with the paper's 'all layers' baseline having been a "
+            "readout-only penalty in effect: the claim that regularizing the representation beats regularizing all "
+            "layers holds against a readout-only penalty, not against a penalty that really "
+            "covers every layer."
+        )
+    elif any(verdicts):
+        won = ", ".join(f"{wd:g}" for wd, (ok, _) in spreads.items() if ok)
+        lost = ", ".join(
+            f"{wd:g} (all four variants within {spread:.3f} of each other)"
+            for wd, (ok, spread) in spreads.items()
+            if not ok
+        )
+        meaning = (
+            f"**Partly**: rep-spectral beats the readout-only penalty at weight decay {won} but "
+            f"not at {lost}. Where it wins, the paper's ordering (rep-spectral largest) holds "
+            "against a readout-only 'll-spectral' while it fails against a penalty on all "
+            "layers: the paper's comparison is reproduced only under the readout-only reading "
+            "of its baseline."
+        )
+    else:
+        meaning = (
+            "**No**: even against the readout-only penalty rep-spectral does not give the "
+            "largest Δ on XOR here, so the paper's ordering is not explained by that "
+            "implementation detail; the XOR claim stays unreproduced."
+        )
+    return "\n".join([*lines, "", meaning])
+
+
+def sweep_section(m: dict | None) -> str:
+    """The strength sweep's curve per mode and the one-sentence answer to the trade-off question."""
+    if not m:
+        return "Strength sweep has not run."
+    st = m["settings"]
+    budget, gain = st["accuracy_budget"], st["distance_gain"]
+    lines = [
+        f"rep-spectral on digits 0-4, frozen backbone + logistic readout on digits 5-9; "
+        f"{len(st['seeds'])} seed(s), {st['epochs']} epochs (regularized from epoch "
+        f"{st['burn_in']}), Δ over ≤{st['n_attack']} target test images, T = "
+        f"{st['attack']['iterations']}. Figure: `strength_sweep/tradeoff.png`; per-run numbers: "
+        "`strength_sweep/sweep.csv`.",
+        "",
+        "| mode | γ | target acc | mean Δ | Σσ² plain | Σσ² folded | pretrain acc | diverged |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for mode, points in m["curves"].items():
+        for p in points:
+            lines.append(
+                f"| {mode} | {p['strength']:g} | {_pm(p, 'target_acc')} | "
+                f"{_pm(p, 'mean_distance', 4)} | {_pm(p, 'sum_sigma_sq_plain', 1)} | "
+                f"{_pm(p, 'sum_sigma_sq_folded', 1)} | {_pm(p, 'pretrain_acc')} | "
+                f"{p.get('diverged', 0)}/{p['seeds']} |"
+            )
+    answers = []
+    for mode, best in m["best"].items():
+        if best is None:
+            answers.append(f"{mode}: no γ > 0 stays within {100 * budget:.0f} points of accuracy")
+        else:
+            points = {p["strength"]: p for p in m["curves"][mode]}
+            before = points[min(points)].get("pretrain_acc_mean", math.nan)
+            after = points[best["strength"]].get("pretrain_acc_mean", math.nan)
+            answers.append(
+                f"{mode}: best γ = {best['strength']:g} gives {100 * best['gain']:+.1f}% mean Δ "
+                f"for {100 * best['accuracy_drop']:+.1f} points of target accuracy lost, with "
+                f"pretraining-task accuracy {before:.3f} → {after:.3f}"
+            )
+    yes = [mode for mode, b in m["best"].items() if b is not None and b["gain"] >= gain]
+    sentence = (
+        f"**Does ≤{100 * budget:.0f} points of accuracy buy ≥{100 * gain:.0f}% larger mean "
+        f"distance at CPU scale? {'Yes, for ' + ', '.join(yes) if yes else 'No'}** "
+        f"({'; '.join(answers)})."
+    )
+    return "\n".join([*lines, "", sentence])
 
 
 def attack_gap_note(runs: list[dict], slack: float = 0.05) -> str:
@@ -602,6 +748,7 @@ def run(cfg: ExperimentsConfig) -> dict:
     """Read the stages' metrics, judge every claim, write the summary (and overview figure)."""
     xor = _load(Path(cfg.xor.out) / "metrics.json")
     digits = _load(Path(cfg.digits_mlp.out) / "metrics.json")
+    sweep = _load(Path(cfg.strength_sweep.out) / "metrics.json")
     diag = load_diagnostics(cfg)
     claims = (
         xor_claims(xor, cfg.summary.min_t)
@@ -610,14 +757,18 @@ def run(cfg: ExperimentsConfig) -> dict:
     )
     out = Path(cfg.summary.out)
     overview_figure(diag, out.parent / "diagnostics_overview.png")  # a DVC output: always written
-    costs = {name: m["cpu_seconds"] for name, m in (("xor", xor), ("digits_mlp", digits))
-             if m and "cpu_seconds" in m}  # fmt: skip
+    stages = (("xor", xor), ("digits_mlp", digits), ("strength_sweep", sweep))
+    costs = {name: m["cpu_seconds"] for name, m in stages if m and "cpu_seconds" in m}
     if diag:
         costs["diagnostics"] = sum(m.get("cpu_seconds", 0.0) for m in diag.values())
     costs["summary"] = cpu_seconds()
     sections = {
         "XOR numbers (rep-spectral F.1)": xor_table(xor),
         "Digits MLP numbers (rep-spectral F.2)": digits_table(digits),
+        "Readout-only ll-spectral (a public implementation's variant)": readout_only_section(
+            xor, digits
+        ),
+        "Strength sweep: accuracy vs distance, plain vs BatchNorm-folded": sweep_section(sweep),
         "Backbone diagnostics (main DAG, transfer target)": _diagnostics_section(diag),
         "Attack length check": attack_check_section(digits),
         "Cost": cost_section(costs, cfg.summary.budget_minutes),

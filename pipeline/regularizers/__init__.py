@@ -1,4 +1,4 @@
-"""Regularizers added to the task loss: rep-spectral, ll-spectral, LR, BSS, nuclear norm, ℓ1.
+"""Regularizers added to the task loss: rep-/ll-/readout-spectral, LR, BSS, nuclear norm, ℓ1.
 
 Each is a :class:`Regularizer` (``attach`` → ``penalty`` per step → ``after_step``); build them
 from settings with :func:`build_regularizers`.
@@ -12,13 +12,19 @@ from pipeline.regularizers.config import (
     LLSpectralConfig,
     LRConfig,
     NuclearConfig,
+    ReadoutSpectralConfig,
     RegularizerConfig,
     RepSpectralConfig,
     build_regularizers,
     parse_regularizer_configs,
 )
 from pipeline.regularizers.low_rank import LowRank, nystrom_project
-from pipeline.regularizers.rep_spectral import LLSpectral, RepSpectral
+from pipeline.regularizers.rep_spectral import (
+    LLSpectral,
+    ReadoutSpectral,
+    RepSpectral,
+    spectral_summary,
+)
 from pipeline.regularizers.spectral import (
     conv_frequency_matrices,
     conv_sigma_max,
@@ -43,6 +49,8 @@ __all__ = [
     "LowRank",
     "NuclearConfig",
     "NuclearNorm",
+    "ReadoutSpectral",
+    "ReadoutSpectralConfig",
     "RegularizerConfig",
     "RepSpectral",
     "RepSpectralConfig",
@@ -58,4 +66,5 @@ __all__ = [
     "nystrom_project",
     "parse_regularizer_configs",
     "power_iteration",
+    "spectral_summary",
 ]

@@ -19,7 +19,7 @@ from pipeline.core.errors import ConfigError
 from pipeline.regularizers.base import Regularizer
 from pipeline.regularizers.bss import BatchSpectralShrinkage
 from pipeline.regularizers.low_rank import LowRank
-from pipeline.regularizers.rep_spectral import LLSpectral, RepSpectral
+from pipeline.regularizers.rep_spectral import LLSpectral, ReadoutSpectral, RepSpectral
 from pipeline.regularizers.weight_norms import L1Norm, NuclearNorm
 
 Strength = Annotated[float, Field(ge=0, allow_inf_nan=False)]
@@ -45,6 +45,10 @@ class RepSpectralConfig(_Config):
     )
     top_frequencies: Positive = Field(4, description="candidate frequencies kept per conv")
     track_candidates: bool = Field(True, description="power-step the candidates every step")
+    fold_bn: bool = Field(
+        False,
+        description="regularize each conv with its BatchNorm2d (eval-mode running statistics)",
+    )
 
     def build(self) -> Regularizer:
         cls = LLSpectral if self.name == "ll_spectral" else RepSpectral
@@ -56,6 +60,7 @@ class RepSpectralConfig(_Config):
             layers=self.layers,
             top_frequencies=self.top_frequencies,
             track_candidates=self.track_candidates,
+            fold_bn=self.fold_bn,
         )
 
 
@@ -63,6 +68,24 @@ class LLSpectralConfig(RepSpectralConfig):
     """ll-spectral: rep-spectral plus the readout layer."""
 
     name: Literal["ll_spectral"] = "ll_spectral"
+
+
+class ReadoutSpectralConfig(_Config):
+    """readout-spectral: ``(γ/2)·σ_max(W_head)²`` on the readout only (no backbone layer)."""
+
+    name: Literal["readout_spectral"] = "readout_spectral"
+    strength: Strength = 1e-3
+    burn_in: BurnIn = 0
+    power_steps: Positive = 1
+    refresh_every: Positive = Field(160, description="optimizer steps between full refreshes")
+
+    def build(self) -> Regularizer:
+        return ReadoutSpectral(
+            strength=self.strength,
+            burn_in=self.burn_in,
+            power_steps=self.power_steps,
+            refresh_every=self.refresh_every,
+        )
 
 
 class LRConfig(_Config):
@@ -138,7 +161,13 @@ class L1Config(_Config):
 
 
 RegularizerConfig = Annotated[
-    RepSpectralConfig | LLSpectralConfig | LRConfig | BSSConfig | NuclearConfig | L1Config,
+    RepSpectralConfig
+    | LLSpectralConfig
+    | ReadoutSpectralConfig
+    | LRConfig
+    | BSSConfig
+    | NuclearConfig
+    | L1Config,
     Field(discriminator="name"),
 ]
 

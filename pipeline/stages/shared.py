@@ -147,18 +147,3 @@ def load_pixels(dataset: Dataset, limit: int | None = None) -> tuple[torch.Tenso
 def example_batch(dataset: Dataset, n: int = 8) -> torch.Tensor:
     """A few inputs at the real resolution, for recording conv input sizes."""
     return torch.stack([dataset[i][0] for i in range(min(n, len(dataset)))])
-
-
-def spectral_summary(model, example: torch.Tensor) -> dict[str, float]:
-    """Exact σ_max of every backbone weight layer (conv as an operator), and Σ σ_max²."""
-    from pipeline.regularizers import RepSpectral
-
-    probe = RepSpectral(strength=0.0)
-    probe.attach(model, example.to(next(model.parameters()).device))
-    diag = probe.diagnostics()
-    sigmas = {k: v for k, v in diag.items() if k.startswith("sigma_max/")}
-    return {
-        "sum_sigma_max_sq": float(sum(v * v for v in sigmas.values())),
-        "max_sigma_max": float(max(sigmas.values(), default=0.0)),
-        "layers": len(sigmas),
-    }

@@ -23,10 +23,10 @@ from pipeline.stages.shared import (
     normalization,
     open_split,
     pixel_transform,
-    spectral_summary,
     start,
 )
 from pipeline.stages.spec import TRAINING_CODE, Arg, Plot, StageSpec
+from pipeline.stages.supervised import spectra
 from pipeline.training.checkpoint import CheckpointStore
 from pipeline.training.fingerprint import run_fingerprint
 from pipeline.training.loop import FitContext, fit
@@ -103,7 +103,7 @@ def run(cfg, variant: str) -> dict:
             dist=stage.dist,
             regularizers=build_regularizers(chosen.regularizers),
             evaluate=evaluate,
-            diagnose=lambda m: spectral_summary(m, example),
+            diagnose=lambda m: spectra(m, example),
             num_workers=cfg.run.num_workers,
             progress=cfg.run.progress,
             desc=f"ssl[{variant}]",
@@ -124,7 +124,7 @@ def run(cfg, variant: str) -> dict:
         "readout_converged": converged,
         "final_loss": history[-1]["task_loss"] if history else None,
         "epochs": len(history),
-        **spectral_summary(model, example),
+        **spectra(model, example),
     }
     meta = {
         "model": spec.model.model_dump(),

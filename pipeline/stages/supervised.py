@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import logging
 
+from pipeline.core.errors import ConfigError
 from pipeline.data.loaders import SeededTransform
 from pipeline.models.inference import evaluate_accuracy
-from pipeline.regularizers import build_regularizers
+from pipeline.regularizers import build_regularizers, spectral_summary
 from pipeline.stages.shared import (
     Pixels,
     StageRun,
     example_batch,
     open_split,
     pixel_transform,
-    spectral_summary,
 )
 from pipeline.training.checkpoint import CheckpointStore
 from pipeline.training.loop import FitContext, SupervisedModule, fit
@@ -26,6 +26,20 @@ def open_train_test(data_spec, run_cfg):
     train_raw = open_split(data_spec, run_cfg, "train")
     test_raw = open_split(data_spec, run_cfg, "test")
     return train_raw, test_raw
+
+
+def spectra(model, example) -> dict[str, float]:
+    """The backbone's exact spectrum, plain and as BatchNorm folds it (``folded_*``).
+
+    A backbone whose convolutions do not all feed a BatchNorm (an MLP has none) logs the plain
+    spectrum only.
+    """
+    out = spectral_summary(model, example)
+    try:
+        folded = spectral_summary(model, example, fold_bn=True)
+    except ConfigError:
+        return out
+    return {**out, **{f"folded_{k}": v for k, v in folded.items() if k != "layers"}}
 
 
 def train_supervised(
@@ -73,7 +87,7 @@ def train_supervised(
             dist=stage.dist,
             regularizers=regularizers,
             evaluate=evaluate,
-            diagnose=lambda m: spectral_summary(m, example),
+            diagnose=lambda m: spectra(m, example),
             num_workers=run_cfg.num_workers,
             progress=run_cfg.progress,
             desc=desc,
@@ -87,6 +101,6 @@ def train_supervised(
         "train_acc": history[-1].get("train_acc") if history else None,
         "epochs": len(history),
         "regularizers": [r.name for r in regularizers],
-        **spectral_summary(model, example),
+        **spectra(model, example),
     }
     return summary

@@ -57,6 +57,7 @@ def test_every_command_is_a_stage_and_outputs_match_the_params():
             for name, s in stages.items()}  # fmt: skip
     assert outs["xor"] == [cfg.xor.out]
     assert outs["digits_mlp"] == [cfg.digits_mlp.out]
+    assert outs["strength_sweep"] == [cfg.strength_sweep.out]
     assert outs["diagnostics"] == [f"{cfg.diagnostics.out}/${{item}}"]
     assert cfg.summary.out in outs["summary"]
     assert all(o.startswith("reports/papers") for paths in outs.values() for o in paths)
@@ -131,7 +132,7 @@ def test_dvc_resolves_the_sub_project_and_reads_the_main_dag_outputs():
     with Repo(str(REPO / "experiments")) as repo:
         graph = repo.index.graph
         by_name = {s.name: s for s in graph.nodes}
-        expected = {"xor", "digits_mlp", "summary"}
+        expected = {"xor", "digits_mlp", "strength_sweep", "summary"}
         expected |= {f"diagnostics@{b}" for b in cfg.diagnostics.backbones}
         assert set(by_name) == expected
         first = cfg.diagnostics.backbones[0]
@@ -146,6 +147,7 @@ def test_cli_summary_without_inputs_and_a_bad_parameter(tmp_path, capsys):
     params = yaml.safe_load(PARAMS.read_text())
     params["xor"]["out"] = str(tmp_path / "xor")
     params["digits_mlp"]["out"] = str(tmp_path / "digits")
+    params["strength_sweep"]["out"] = str(tmp_path / "sweep")
     params["diagnostics"]["out"] = str(tmp_path / "diag")
     params["summary"]["out"] = str(tmp_path / "summary.md")
     path = tmp_path / "params.yaml"

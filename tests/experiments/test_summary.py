@@ -163,3 +163,66 @@ def test_render_states_each_claim_and_verdict():
     assert "total 7.0 min, within the 30-minute budget" in text
     assert "* a deviation" in text
     assert "OVER" in S.cost_section({"xor": 3600.0}, 30)
+
+
+def _with_readout_only(rows: list[dict], distance: float, feature_change: float) -> list[dict]:
+    """Add readout_spectral runs: given mean Δ and σ change of the feature layer after burn-in."""
+    extra = []
+    for r in rows:
+        if r["variant"] == "none":
+            d = distance + _noise()
+            extra.append({**r, "variant": "readout_spectral", "mean_distance": d,
+                          "mean_grid_margin": d + _noise(),
+                          "sigma_final/backbone.net.1": 8.0 + feature_change + _noise()})  # fmt: skip
+    return rows + extra
+
+
+def test_readout_only_variant_reproducing_the_paper_ordering():
+    rows = xor_runs({"none": 0.7, "ll_spectral": 0.95, "rep_spectral": 0.9})
+    rows = _with_readout_only(rows, distance=0.75, feature_change=0.3)
+    m = {"runs": rows, "feature_layers": ["backbone.net.1"]}
+    v = _verdicts(S.xor_claims(m, min_t=2.0))
+    assert v["xor_readout_only"] == S.REPRODUCED
+    assert v["xor_fig2"] != S.REPRODUCED  # all-layers ll still beats rep
+    text = S.readout_only_section(m, None)
+    assert "**Yes**" in text and "rep 0.9" in text and "readout-only 0.75" in text
+
+
+def test_readout_only_variant_not_reproducing_and_absent():
+    rows = xor_runs({"none": 0.7, "ll_spectral": 0.95, "rep_spectral": 0.8})
+    rows = _with_readout_only(rows, distance=0.9, feature_change=-3.0)
+    m = {"runs": rows, "feature_layers": ["backbone.net.1"]}
+    assert _verdicts(S.xor_claims(m, min_t=2.0))["xor_readout_only"] == S.NOT
+    assert "**No**" in S.readout_only_section(m, None)
+    plain = {"runs": xor_runs({"none": 0.7, "ll_spectral": 0.7, "rep_spectral": 0.8})}
+    assert "xor_readout_only" not in _verdicts(S.xor_claims(plain, min_t=2.0))
+    assert "not run" in S.readout_only_section(plain, None)
+
+
+def _curve(mode: str, accs: list[float], dists: list[float]) -> list[dict]:
+    return [
+        {"mode": mode, "strength": g, "seeds": 1, "target_acc_mean": a, "target_acc_std": 0.0,
+         "mean_distance_mean": d, "mean_distance_std": 0.0}
+        for g, a, d in zip([0.0, 0.01, 0.1], accs, dists, strict=True)
+    ]  # fmt: skip
+
+
+def test_sweep_tradeoff_answer():
+    from pipeline.experiments.strength_sweep import best_tradeoff
+
+    plain = _curve("plain", [0.90, 0.89, 0.80], [1.0, 1.05, 1.5])  # +50% only at -10 points
+    folded = _curve("folded", [0.90, 0.885, 0.85], [1.0, 1.2, 1.6])  # +20% at -1.5 points
+    best = {"plain": best_tradeoff(plain, 0.02), "folded": best_tradeoff(folded, 0.02)}
+    assert best["plain"]["strength"] == 0.01 and best["plain"]["gain"] == pytest.approx(0.05)
+    assert best["folded"]["strength"] == 0.01 and best["folded"]["gain"] == pytest.approx(0.2)
+    assert best_tradeoff(_curve("x", [0.9, 0.5, 0.4], [1.0, 2.0, 3.0]), 0.02) is None
+    m = {
+        "settings": {"accuracy_budget": 0.02, "distance_gain": 0.1, "seeds": [0], "epochs": 12,
+                     "burn_in": 6, "n_attack": 32, "attack": {"iterations": 10}},
+        "curves": {"plain": plain, "folded": folded},
+        "best": best,
+    }  # fmt: skip
+    text = S.sweep_section(m)
+    assert "Yes, for folded**" in text and "+20.0% mean Δ" in text
+    best["folded"] = None
+    assert "? No**" in S.sweep_section(m)

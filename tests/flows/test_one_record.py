@@ -209,3 +209,39 @@ def test_a_stage_declared_in_one_place_reaches_cli_plan_and_dvc_yaml(monkeypatch
     assert instances["toy@none"].upstream == ["pretrain@none"]
     text = render()
     assert "  toy:\n" in text and "cmd: python -m pipeline toy --variant ${item.variant}" in text
+
+
+def test_ui_shows_failures_their_message_and_what_never_ran(project, prefect_harness, monkeypatch):
+    """A child's user error is the task's failure message and is not retried; what depends on
+    it shows as *Upstream failed*; up-to-date stages show as *Up to date*."""
+    from prefect.client.orchestration import get_client
+
+    from flows.launch import StageFailed
+
+    real = flow_module.run_streaming
+    calls: list[str] = []
+
+    def failing(cmd, env, log, ident, cwd=None):
+        calls.append(ident)
+        if ident.startswith("finetune@"):
+            raise StageFailed(ident, 2, ["noise", "error: a user error in the child"])
+        real(cmd, env, log, ident, cwd=cwd)
+
+    monkeypatch.setattr(flow_module, "run_streaming", failing)
+    only = ["prepare", "pretrain@none", "finetune", "attack_finetune"]
+    with pytest.raises(RuntimeError, match="did not complete"):
+        flow_module.transfer(only=only, save_experiment=False, retries=2, retry_delay_seconds=0)
+    assert calls.count("finetune@digits_5to9-none-none-0") == 1  # a user error is not retried
+    with pytest.raises(RuntimeError):
+        flow_module.transfer(only=only, save_experiment=False, retries=0)
+
+    with get_client(sync_client=True) as client:
+        runs = client.read_task_runs()
+    latest: dict[str, object] = {}
+    for run in sorted(runs, key=lambda r: r.expected_start_time or r.created):
+        latest[run.name] = run.state
+    assert latest["prepare@digits_0to4"].name == "Up to date"
+    assert latest["pretrain@none"].name == "Up to date"
+    failed = latest["finetune@digits_5to9-none-none-0"]
+    assert failed.is_failed() and "error: a user error in the child" in failed.message
+    assert latest["attack_finetune@digits_5to9-none-none-0"].name == "Upstream failed"
