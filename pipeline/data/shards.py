@@ -466,8 +466,9 @@ def worker_batches(steps: int, workers: int) -> list[int]:
     return [steps // workers + (w < steps % workers) for w in range(workers)]
 
 
-def delivered(counts: list[int], steps: int) -> list[int]:
-    """Batches each worker had delivered after ``steps`` loader steps.
+def delivered(counts: list[int], steps: int) -> tuple[list[int], int]:
+    """Batches each worker had delivered after ``steps`` loader steps, and the worker whose
+    batch comes next.
 
     A DataLoader over an iterable dataset takes batches from its workers in turn, skipping
     workers that have run out: batch ``t`` of every worker still going, round after round.
@@ -476,12 +477,12 @@ def delivered(counts: list[int], steps: int) -> list[int]:
     left = steps
     for t in range(max(counts, default=0)):
         for w, c in enumerate(counts):
-            if left == 0:
-                return out
             if c > t:
+                if left == 0:
+                    return out, w
                 out[w] += 1
                 left -= 1
-    return out
+    return out, 0
 
 
 def _shuffled(items: Iterator[Any], size: int, rng: random.Random) -> Iterator[Any]:
@@ -545,7 +546,13 @@ class ShardStream(IterableDataset):
             self.shards.counts, self.order_seed, self.epoch, self.rank, self.world
         )
         segments = _take(share, first, first + counts[worker] * self.batch_size)
-        return segments, delivered(counts, self.skip)[worker]
+        return segments, delivered(counts, self.skip)[0][worker]
+
+    def _role(self, loader_worker: int) -> int:
+        """The block a DataLoader worker reads. A loader starts its round robin at worker 0, so
+        a resumed epoch rotates the roles: its worker 0 takes the block whose batch is next."""
+        counts = worker_batches(self.steps_per_epoch, self.num_workers)
+        return (loader_worker + delivered(counts, self.skip)[1]) % len(counts)
 
     def _samples(self, segments: list[Segment]) -> Iterator[tuple[int, dict[str, Any]]]:
         for shard, a, b in segments:
@@ -555,9 +562,9 @@ class ShardStream(IterableDataset):
 
     def __iter__(self) -> Iterator[tuple[Any, torch.Tensor]]:
         info = get_worker_info()
-        worker = 0 if info is None else info.id
         if (1 if info is None else info.num_workers) != max(self.num_workers, 1):
             raise ConfigError("ShardStream: read it through a DataLoader with its num_workers")
+        worker = self._role(0 if info is None else info.id)
         segments, skip = self.worker_plan(worker)
         rng = random.Random(mix_seed(self.order_seed, self.epoch, self.rank, worker))
         samples = _shuffled(self._samples(segments), self.shards.shuffle_buffer, rng)
