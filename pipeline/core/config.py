@@ -166,6 +166,9 @@ class PrepareOutput(Strict):
     root: str | None = None
     options: dict[str, Any] = Field(default_factory=dict)
     splits: list[str] = Field(default_factory=lambda: ["train", "test"], min_length=1)
+    # Write samples in an order drawn from this seed (sources list them class by class): needed
+    # for sets trained on with data.stream, whose shuffle buffer mixes only nearby samples.
+    shuffle_seed: int | None = None
 
     _check_source = field_validator("source")(DataSpec._known_source.__func__)
 

@@ -255,15 +255,14 @@ def _resume(run: _Run, ctx: FitContext) -> bool:
         )
         run.history = state["history"]
         layout = state.get("data_layout")
-        if run.step_in_epoch and layout is not None and layout != run.batches.layout:
-            if info.is_main:
-                log.warning(
-                    "%s: resuming mid-epoch with a different data layout (%s, was %s): this "
-                    "epoch's remaining batches are not exactly the interrupted run's",
-                    ctx.desc,
-                    run.batches.layout,
-                    layout,
-                )
+        if info.is_main and run.step_in_epoch and layout not in (None, run.batches.layout):
+            log.warning(
+                "%s: resuming mid-epoch with a different data layout (%s, was %s): this "
+                "epoch's remaining batches are not exactly the interrupted run's",
+                ctx.desc,
+                run.batches.layout,
+                layout,
+            )
         # Checkpointed sums are over all ranks; rank 0 carries them, so the epoch total is right.
         if info.is_main:
             run.sums = torch.tensor(
