@@ -55,10 +55,15 @@ def test_imagenet_pretraining_matches_the_paper():
     cfg = load_config(REPO / "configs/imagenet-resnet50.yaml")
     pre = cfg.pretrain
     assert (pre.data.source, pre.data.root, pre.model.arch) == (
-        "imagenet",
-        "data/imagenet",
+        "shards",
+        "artifacts/prepared/imagenet",
         "resnet50",
     )
+    # Streamed from shards that prepare writes once, mixed, from the raw class folders.
+    assert pre.data.stream and cfg.prepare.raw == ["imagenet"]
+    raw = cfg.prepare.outputs["imagenet"]
+    assert (raw.source, raw.root, raw.splits) == ("imagenet", "data/imagenet", ["train", "val"])
+    assert raw.shuffle_seed is not None
     t = pre.train
     assert (t.epochs, t.batch_size, t.gpus) == (120, 512, 4)
     assert (t.optimizer.lr_backbone, t.optimizer.momentum, t.optimizer.weight_decay) == (
@@ -89,7 +94,7 @@ def test_transfer_configs_match_the_paper_and_share_the_backbones(name):
     assert run.regularizers == ["none", "rep_spectral", "ll_spectral", "bss"]
     assert run.backbones == ["none", "rep_spectral"] and len(run.seeds) == seeds
     assert (cfg.attack.n_samples, cfg.attack.iterations) == (500, 40)
-    assert cfg.prepare.raw == [target]
+    assert cfg.prepare.raw == ["imagenet", target]  # the shared backbones' shards first
     n_finetune = 2 * 4 * seeds
     assert sum(i.stage == "finetune" for i in plan(cfg)) == n_finetune
 

@@ -81,6 +81,12 @@ class DataSpec(Strict):
     # Use at most this many training / test samples (None = all); for smoke runs.
     limit_train: int | None = Field(None, ge=1)
     limit_test: int | None = Field(None, ge=1)
+    # Source 'shards' only: read the prepared shards from disk as needed and stream them in
+    # training, instead of holding every encoded sample in memory (for large sets).
+    stream: bool = False
+    # Streamed training: samples each loader worker mixes through (encoded, so memory is about
+    # shuffle_buffer x sample size per worker); 0 reads each shard's samples in written order.
+    shuffle_buffer: int = Field(1000, ge=0)
 
     @field_validator("source")
     @classmethod
@@ -88,6 +94,14 @@ class DataSpec(Strict):
         if v not in DATA_SOURCES:
             raise ValueError(f"unknown dataset source {v!r}; allowed: {', '.join(DATA_SOURCES)}")
         return v
+
+    @model_validator(mode="after")
+    def _stream_needs_shards(self) -> DataSpec:
+        if self.stream and self.source != "shards":
+            raise ValueError(
+                f"stream: true needs source 'shards' (prepared shards); got {self.source!r}"
+            )
+        return self
 
 
 class ModelSpec(Strict):
@@ -152,6 +166,9 @@ class PrepareOutput(Strict):
     root: str | None = None
     options: dict[str, Any] = Field(default_factory=dict)
     splits: list[str] = Field(default_factory=lambda: ["train", "test"], min_length=1)
+    # Write samples in an order drawn from this seed (sources list them class by class): needed
+    # for sets trained on with data.stream, whose shuffle buffer mixes only nearby samples.
+    shuffle_seed: int | None = None
 
     _check_source = field_validator("source")(DataSpec._known_source.__func__)
 

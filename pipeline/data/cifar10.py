@@ -7,8 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.data.base import ArrayDataset, one_line
 from pipeline.core.errors import ConfigError, DatasetError
+from pipeline.data.base import ArrayDataset, one_line
 
 FOLDER = "cifar-10-batches-py"
 TRAIN_BATCHES = tuple(f"data_batch_{i}" for i in range(1, 6))

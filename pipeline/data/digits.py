@@ -10,8 +10,8 @@ from collections.abc import Sequence
 import numpy as np
 from PIL import Image
 
-from pipeline.data.base import ArrayDataset
 from pipeline.core.errors import ConfigError
+from pipeline.data.base import ArrayDataset
 
 SPLITS = ("train", "test")
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from pipeline.core.errors import ConfigError, DatasetError
 from pipeline.data.base import FileListDataset
 from pipeline.data.matfiles import load_mat, mat_ints
-from pipeline.core.errors import ConfigError, DatasetError
 
 LAYOUT = (
     "expected jpg/image_00001.jpg..., imagelabels.mat (labels 1..102) and setid.mat "

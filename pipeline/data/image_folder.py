@@ -9,8 +9,8 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
-from pipeline.data.base import IMAGE_EXTENSIONS, FileListDataset, list_images
 from pipeline.core.errors import ConfigError, DatasetError
+from pipeline.data.base import IMAGE_EXTENSIONS, FileListDataset, list_images
 
 KNOWN_SPLITS = ("train", "val", "test")
 

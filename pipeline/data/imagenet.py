@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from pipeline.core.errors import ConfigError, DatasetError
 from pipeline.data.base import FileListDataset
 from pipeline.data.image_folder import scan_class_folders
-from pipeline.core.errors import ConfigError, DatasetError
 
 SPLITS = ("train", "val")
 LAYOUT = (

@@ -1,15 +1,15 @@
 """The one loader stack: reproducible epoch order, per-sample augmentation seeds, batching.
 
-The permutation of epoch ``e`` depends only on ``(seed, e)``, and the random augmentation of
-sample ``i`` in epoch ``e`` only on ``(seed, e, i)``. A run resumed mid-epoch therefore sees
-exactly the batches an uninterrupted run would, whatever the number of loader workers or ranks.
-Training (shuffled, padded shards per rank) and evaluation (in order, unpadded shards) both
-batch through :func:`make_loader`.
+The random augmentation of sample ``i`` in epoch ``e`` depends only on ``(seed, e, i)``.
+Datasets read by index are trained on in a permutation of ``(seed, e)`` (whatever the number
+of loader workers); shard sets on disk (``ShardDataset``) are streamed in an order drawn from
+``(seed, e)``, the world size and the number of workers. Either way a run resumed mid-epoch sees
+exactly the batches an uninterrupted run would (:class:`EpochBatches`). Evaluation reads in
+order through :func:`make_loader`.
 """
 
 from __future__ import annotations
 
-import copy
 import math
 import random
 from collections.abc import Callable
@@ -19,8 +19,8 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, IterableDataset, Sampler
 
-from pipeline.data.transforms import plain_tensor
 from pipeline.core.errors import ConfigError, DatasetError
+from pipeline.data.transforms import plain_tensor
 
 
 def mix_seed(*values: int) -> int:
@@ -78,6 +78,23 @@ class EpochSampler(Sampler[int]):
         return self.per_rank - self.skip
 
 
+def seeded_call(transform: Callable, image: Any, seed: int) -> Any:
+    """``transform(image)`` under private RNGs seeded by ``seed``; the global RNGs are untouched."""
+    # Some augmentations (e.g. lightly's blur) draw from numpy / random, not torch: seed all.
+    np_state, py_state = np.random.get_state(), random.getstate()
+    try:
+        with torch.random.fork_rng(devices=[]):
+            # CPU generator only: torch.manual_seed would also queue lazy CUDA/XPU seeding
+            # calls (each formatting a stack trace) once per sample.
+            torch.random.default_generator.manual_seed(seed)
+            np.random.seed(seed % 2**32)
+            random.seed(seed)
+            return transform(image)
+    finally:
+        np.random.set_state(np_state)
+        random.setstate(py_state)
+
+
 class SeededTransform(Dataset):
     """``transform`` applied to the image of ``dataset[i]`` under a private RNG seeded by
     (seed, epoch, i); the wrapped dataset's metadata (classes, channels, ...) shows through.
@@ -97,21 +114,7 @@ class SeededTransform(Dataset):
 
     def __getitem__(self, i: int):
         image, label = self.dataset[i]
-        seed = mix_seed(self.seed, self.epoch, i)
-        # Some augmentations (e.g. lightly's blur) draw from numpy / random, not torch: seed all.
-        np_state, py_state = np.random.get_state(), random.getstate()
-        try:
-            with torch.random.fork_rng(devices=[]):
-                # CPU generator only: torch.manual_seed would also queue lazy CUDA/XPU seeding
-                # calls (each formatting a stack trace) once per sample.
-                torch.random.default_generator.manual_seed(seed)
-                np.random.seed(seed % 2**32)
-                random.seed(seed)
-                out = self.transform(image)
-        finally:
-            np.random.set_state(np_state)
-            random.setstate(py_state)
-        return out, label
+        return seeded_call(self.transform, image, mix_seed(self.seed, self.epoch, i)), label
 
     def __getattr__(self, name: str) -> Any:
         if name in ("dataset", "transform", "seed", "epoch"):  # not yet set (unpickling)
@@ -151,6 +154,74 @@ def make_loader(
     )
 
 
+class EpochBatches:
+    """One rank's training batches, epoch by epoch, resumable after any step.
+
+    A dataset read by index goes through :class:`EpochSampler`; a shard set on disk (anything
+    with ``training_stream``, possibly inside a :class:`SeededTransform`, whose transform and
+    seed it then applies itself) is streamed by its own ``ShardStream``.
+    """
+
+    def __init__(
+        self,
+        dataset: Dataset,
+        batch_size: int,
+        *,
+        seed: int,
+        rank: int = 0,
+        world: int = 1,
+        num_workers: int = 0,
+        pin_memory: bool = False,
+    ):
+        self.dataset, self.batch_size = dataset, batch_size
+        self.num_workers, self.pin_memory = num_workers, pin_memory
+        seeded = isinstance(dataset, SeededTransform)
+        source = dataset.dataset if seeded else dataset
+        self.stream = None
+        if hasattr(source, "training_stream"):
+            self.stream = source.training_stream(
+                dataset.transform if seeded else None,
+                batch_size=batch_size,
+                order_seed=seed,
+                augment_seed=dataset.seed if seeded else seed,
+                rank=rank,
+                world=world,
+                num_workers=num_workers,
+            )
+            self.steps_per_epoch = self.stream.steps_per_epoch
+        else:
+            self.sampler = EpochSampler(len(dataset), seed=seed, rank=rank, world=world)
+            self.steps_per_epoch = self.sampler.per_rank // batch_size
+        # What the order depends on besides (seed, epoch): a resume needs the same.
+        self.layout = {
+            "streamed": self.stream is not None,
+            "world": world,
+            "num_workers": num_workers if self.stream is not None else None,
+        }
+
+    def epoch(self, epoch: int, skip_steps: int = 0) -> DataLoader:
+        """The batches of ``epoch`` after the first ``skip_steps``."""
+        if self.stream is not None:
+            self.stream.set_epoch(epoch, skip_steps)
+            return DataLoader(
+                self.stream,
+                batch_size=None,
+                num_workers=self.num_workers,
+                pin_memory=self.pin_memory,
+            )
+        if hasattr(self.dataset, "set_epoch"):
+            self.dataset.set_epoch(epoch)
+        self.sampler.set_epoch(epoch, skip=skip_steps * self.batch_size)
+        return make_loader(
+            self.dataset,
+            self.batch_size,
+            sampler=self.sampler,
+            num_workers=self.num_workers,
+            pin_memory=self.pin_memory,
+            drop_last=True,
+        )
+
+
 def load_tensors(
     dataset: Dataset,
     transform: Callable | None = None,
@@ -164,10 +235,7 @@ def load_tensors(
     """
     if transform is None:
         transform = plain_tensor(getattr(dataset, "channels", 3))
-    if isinstance(dataset, IterableDataset):
-        dataset = _with_transform(dataset, transform)
-    else:
-        dataset = SeededTransform(dataset, transform)
+    dataset = SeededTransform(dataset, transform)
     xs, ys = [], []
     try:
         for x, y in make_loader(dataset, batch_size, num_workers=num_workers):
@@ -184,17 +252,12 @@ def load_tensors(
     return torch.cat(xs), torch.cat(ys)
 
 
-def _with_transform(stream: IterableDataset, transform: Callable) -> IterableDataset:
-    """A copy of a streaming dataset (``ShardDataset``) that applies ``transform`` itself."""
-    stream = copy.copy(stream)
-    stream.transform = transform
-    return stream
-
-
 __all__ = [
+    "EpochBatches",
     "EpochSampler",
     "SeededTransform",
     "load_tensors",
     "make_loader",
     "mix_seed",
+    "seeded_call",
 ]

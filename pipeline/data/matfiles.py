@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 import scipy.io
 
-from pipeline.data.base import one_line
 from pipeline.core.errors import DatasetError
+from pipeline.data.base import one_line
 
 
 def load_mat(path: Path, fields: Sequence[str], layout: str) -> dict[str, np.ndarray]:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pipeline.data.base import FileListDataset
 from pipeline.core.errors import ConfigError, DatasetError
+from pipeline.data.base import FileListDataset
 
 LAYOUT = (
     "expected Images/<category>/<file>.jpg, TrainImages.txt and TestImages.txt "

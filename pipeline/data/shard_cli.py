@@ -10,9 +10,9 @@ from collections.abc import Sequence
 from typing import Any
 
 from pipeline.core.cli import Parser, report
+from pipeline.core.errors import ConfigError, PipelineError
 from pipeline.data.shards import write_shards
 from pipeline.data.sources import available_sources, open_source
-from pipeline.core.errors import ConfigError, PipelineError
 
 
 def parse_option(text: str) -> tuple[str, Any]:

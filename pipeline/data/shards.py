@@ -8,7 +8,9 @@ lossless PNG), so DVC sees the same output for the same input.
 
 from __future__ import annotations
 
+import bisect
 import io
+import itertools
 import json
 import os
 import random
@@ -19,13 +21,15 @@ from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+import torch
 import webdataset as wds
 from PIL import Image
-from torch.utils.data import DataLoader, Dataset, IterableDataset
-from webdataset.utils import pytorch_worker_info
+from torch.utils.data import DataLoader, Dataset, IterableDataset, get_worker_info
+from torch.utils.data.dataloader import default_collate
 
-from pipeline.data.base import LabeledDataset, one_line
 from pipeline.core.errors import ConfigError, DatasetError
+from pipeline.data.base import LabeledDataset, one_line
+from pipeline.data.loaders import mix_seed, seeded_call
 
 META_FILE = "meta.json"
 FORMAT = "pipeline-shards/1"
@@ -44,15 +48,15 @@ def _mode(channels: int) -> str:
 class _Encoded(Dataset):
     """Decode + PNG-encode in DataLoader workers: the slow part of sharding parallelizes."""
 
-    def __init__(self, dataset: LabeledDataset):
-        self.dataset = dataset
+    def __init__(self, dataset: LabeledDataset, order: list[int] | None = None):
+        self.dataset, self.order = dataset, order
         self.mode = _mode(dataset.channels)
 
     def __len__(self) -> int:
         return len(self.dataset)
 
     def __getitem__(self, index: int) -> tuple[bytes, int]:
-        img, label = self.dataset[index]
+        img, label = self.dataset[index if self.order is None else self.order[index]]
         buf = io.BytesIO()
         (img if img.mode == self.mode else img.convert(self.mode)).save(buf, format="PNG")
         return buf.getvalue(), int(label)
@@ -67,9 +71,14 @@ def write_shards(
     source: str | None = None,
     extra_meta: Mapping[str, Any] | None = None,
     num_workers: int = 0,
+    shuffle_seed: int | None = None,
 ) -> dict[str, Any]:
     """Write ``dataset`` as ``<out_dir>/<prefix>-NNNNNN.tar`` plus ``meta.json``; return the meta.
 
+    With ``shuffle_seed`` the samples are written in an order drawn from it: sources list
+    samples class by class, and a stream's shuffle buffer only mixes within a few shards, so a
+    set meant for streamed training must be mixed once here (sample ``i`` of the set is source
+    sample ``write_order(n, shuffle_seed)[i]``).
     Everything goes to a hidden sibling directory first and is renamed into place at the end, so
     ``out_dir`` holds either the previous complete set or the new complete set, never a mix.
     """
@@ -93,7 +102,9 @@ def write_shards(
     tmp = out_dir.parent / f".{out_dir.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     tmp.mkdir()
     try:
-        meta = _write_into(dataset, tmp, maxcount, prefix, source, extra_meta, num_workers)
+        meta = _write_into(
+            dataset, tmp, maxcount, prefix, source, extra_meta, num_workers, shuffle_seed
+        )
         replace_dir(tmp, out_dir)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -101,9 +112,21 @@ def write_shards(
     return meta
 
 
-def _write_into(dataset, tmp, maxcount, prefix, source, extra_meta, num_workers) -> dict[str, Any]:
+def write_order(n: int, shuffle_seed: int | None) -> list[int] | None:
+    """The source index of each written sample (``None``: the source's own order)."""
+    if shuffle_seed is None:
+        return None
+    order = list(range(n))
+    random.Random(mix_seed(shuffle_seed)).shuffle(order)
+    return order
+
+
+def _write_into(
+    dataset, tmp, maxcount, prefix, source, extra_meta, num_workers, shuffle_seed
+) -> dict[str, Any]:
     pattern = str(tmp / f"{prefix}-%06d.tar")
-    encoded = DataLoader(_Encoded(dataset), batch_size=None, num_workers=num_workers)
+    order = write_order(len(dataset), shuffle_seed)
+    encoded = DataLoader(_Encoded(dataset, order), batch_size=None, num_workers=num_workers)
     count = 0
     with wds.ShardWriter(pattern, maxcount=maxcount, verbose=0, mtime=0.0) as sink:
         for png, label in encoded:
@@ -119,7 +142,10 @@ def _write_into(dataset, tmp, maxcount, prefix, source, extra_meta, num_workers)
         "channels": int(dataset.channels),
         "num_shards": len(shards),
         "shards": shards,
+        # ShardWriter also starts a new shard at 3 GB, so counts are read back, not assumed.
+        "counts": [len(_index_shard(tmp / s)) for s in shards],
         "maxcount": maxcount,
+        "shuffle_seed": shuffle_seed,
     }
     (tmp / META_FILE).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
     return meta
@@ -197,59 +223,364 @@ def _decode_png(data: bytes, mode: str, where: str) -> Image.Image:
         raise DatasetError(f"cannot decode image in shard {where}: {one_line(e)}") from None
 
 
-class ShardDataset(IterableDataset):
-    """Streams a shard set for training at scale: shards split by node, then by worker.
+def _split_name(name: str) -> tuple[str, str]:
+    """webdataset's naming: a sample's key is the path up to the first dot of the file name."""
+    folder, _, base = name.rpartition("/")
+    stem, _, ext = base.partition(".")
+    return (f"{folder}/{stem}" if folder else stem), ext
 
-    With ``shuffle_buffer > 0`` the shard order is shuffled (identically on every rank, from
-    ``seed`` and the epoch) and samples pass through a buffer of that size; call ``set_epoch``
-    each epoch for a new, reproducible order. Each rank/worker sees only its shards, so a rank
-    can get fewer samples than another: write at least ``world_size * num_workers`` shards.
+
+def _shard_error(path: Path, e: BaseException) -> DatasetError:
+    return DatasetError(f"cannot read shard {path}: {one_line(e)}")
+
+
+def _read_samples(
+    path: Path, start: int = 0, stop: int | None = None
+) -> Iterator[tuple[str, dict[str, bytes]]]:
+    """``(key, {extension: bytes})`` of samples ``start..stop-1`` of one shard, in one forward
+    pass; the data of skipped samples is seeked over, not read."""
+    n, key, parts = -1, None, {}
+    try:
+        with tarfile.open(path, "r:") as tar:
+            while (member := tar.next()) is not None:
+                tar.members.clear()  # tarfile keeps every header otherwise: memory per shard
+                if not member.isfile():
+                    continue
+                k, ext = _split_name(member.name)
+                if k != key:
+                    if key is not None and n >= start:
+                        yield key, parts
+                    n, key, parts = n + 1, k, {}
+                    if stop is not None and n >= stop:
+                        return
+                if n >= start:
+                    parts[ext] = tar.extractfile(member).read()
+    except (OSError, tarfile.TarError, EOFError) as e:
+        raise _shard_error(path, e) from None
+    if key is not None and n >= start:
+        yield key, parts
+
+
+def _index_shard(path: Path) -> list[tuple[str, dict[str, tuple[int, int]]]]:
+    """``(key, {extension: (data offset, size)})`` of every sample of one shard: headers only."""
+    index: list[tuple[str, dict[str, tuple[int, int]]]] = []
+    try:
+        with tarfile.open(path, "r:") as tar:
+            while (member := tar.next()) is not None:
+                tar.members.clear()
+                if not member.isfile():
+                    continue
+                k, ext = _split_name(member.name)
+                if not index or index[-1][0] != k:
+                    index.append((k, {}))
+                index[-1][1][ext] = (member.offset_data, member.size)
+    except (OSError, tarfile.TarError, EOFError) as e:
+        raise _shard_error(path, e) from None
+    return index
+
+
+def _decode(sample: dict[str, Any], mode: str) -> tuple[Image.Image, int]:
+    label = _label(sample)  # first: it checks that the sample has both members
+    return _decode_png(sample[IMAGE_KEY], mode, _where(sample)), label
+
+
+class ShardDataset(Dataset):
+    """A shard set read from disk as needed, never held in memory; sample ``i`` is the
+    ``i``-th written.
+
+    Indexing (evaluation, the attack's chosen samples) reads only the shard holding the sample,
+    indexed once by its tar headers. Training streams it instead (:meth:`training_stream`):
+    whole shards read front to back, in an order drawn per epoch.
     """
 
-    def __init__(
-        self,
-        shard_dir: str | Path,
-        *,
-        shuffle_buffer: int = 0,
-        seed: int = 0,
-        transform: Callable | None = None,
-    ):
+    def __init__(self, shard_dir: str | Path, *, limit: int | None = None, shuffle_buffer: int = 0):
         self.shard_dir = Path(shard_dir).expanduser()
         self.meta = read_meta(self.shard_dir)
-        self.urls = [str(self.shard_dir / s) for s in self.meta["shards"]]
+        self.paths = [self.shard_dir / s for s in self.meta["shards"]]
         self.classes: list[str] = list(self.meta["classes"])
         self.channels: int = int(self.meta["channels"])
         self.name: str = str(self.meta.get("source") or self.shard_dir.name)
-        self.num_samples: int = int(self.meta["num_samples"])
+        self.mode = _mode(self.channels)
+        # Sets written before meta.json recorded per-shard counts: count them from the headers.
+        counts = self.meta.get("counts") or [len(_index_shard(p)) for p in self.paths]
+        _check_counts(self.shard_dir, counts, int(self.meta["num_samples"]))
+        if limit is not None:  # the first ``limit`` samples: later shards drop out
+            counts = [max(0, min(c, limit - s)) for c, s in zip(counts, _starts(counts))]
+        self.counts = [c for c in counts if c]
+        self.paths = self.paths[: len(self.counts)]
+        self.starts = _starts(self.counts)
         self.shuffle_buffer = int(shuffle_buffer)
-        self.seed = int(seed)
-        self.transform = transform
-        self.epoch = 0
+        self._cached: tuple[int, list, Any] | None = None  # (shard, its index, open file)
 
     @property
     def num_classes(self) -> int:
         return len(self.classes)
 
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = int(epoch)
+    def __len__(self) -> int:
+        return sum(self.counts)
 
-    def __iter__(self) -> Iterator[tuple[Any, int]]:
-        urls = list(self.urls)
-        rank, _, worker, _ = pytorch_worker_info()
-        if self.shuffle_buffer > 0:
-            random.Random(f"{self.seed}:{self.epoch}").shuffle(urls)
-        src = wds.split_by_worker(wds.split_by_node({"url": u} for u in urls))
-        samples = _samples(src)
-        if self.shuffle_buffer > 1:
-            rng = random.Random(f"{self.seed}:{self.epoch}:{rank}:{worker}")
-            samples = wds.shuffle(self.shuffle_buffer, initial=self.shuffle_buffer, rng=rng)(
-                samples
-            )
-        mode = _mode(self.channels)
-        for sample in samples:
-            label = _label(sample)
-            image = _decode_png(sample[IMAGE_KEY], mode, _where(sample))
-            yield (self.transform(image) if self.transform else image), label
+    def __getitem__(self, index: int) -> tuple[Image.Image, int]:
+        if not 0 <= index < len(self):
+            raise IndexError(index)
+        shard = bisect.bisect_right(self.starts, index) - 1
+        key, members = self._shard(shard)[1][index - self.starts[shard]]
+        handle = self._cached[2]
+        sample: dict[str, Any] = {"__key__": key, "__url__": str(self.paths[shard])}
+        try:
+            for ext, (offset, size) in members.items():
+                if ext in (IMAGE_KEY, LABEL_KEY):
+                    handle.seek(offset)
+                    sample[ext] = handle.read(size)
+        except OSError as e:
+            raise _shard_error(self.paths[shard], e) from None
+        return _decode(sample, self.mode)
+
+    def _shard(self, shard: int) -> tuple[int, list, Any]:
+        """The index and an open file of ``shard``; one is kept (reads by index are mostly in
+        order, so the next sample is nearly always in the same shard)."""
+        if self._cached is None or self._cached[0] != shard:
+            self._close()
+            index = _index_shard(self.paths[shard])
+            if len(index) < self.counts[shard]:
+                raise _short(self.paths[shard], len(index), self.counts[shard])
+            self._cached = (shard, index, self.paths[shard].open("rb"))
+        return self._cached
+
+    def _close(self) -> None:
+        if self._cached is not None:
+            self._cached[2].close()
+            self._cached = None
+
+    def __getstate__(self) -> dict[str, Any]:  # DataLoader workers: no open file crosses over
+        return {**self.__dict__, "_cached": None}
+
+    def __del__(self) -> None:
+        self._close()
+
+    def __iter__(self) -> Iterator[tuple[Image.Image, int]]:
+        """Every sample in order, each shard read once front to back."""
+        for path, count in zip(self.paths, self.counts, strict=True):
+            for sample in _read_range(path, 0, count):
+                yield _decode(sample, self.mode)
+
+    def training_stream(
+        self,
+        transform: Callable | None,
+        *,
+        batch_size: int,
+        order_seed: int,
+        augment_seed: int,
+        rank: int = 0,
+        world: int = 1,
+        num_workers: int = 0,
+    ) -> ShardStream:
+        """This set's training batches for one rank; see :class:`ShardStream`."""
+        return ShardStream(
+            self,
+            transform,
+            batch_size=batch_size,
+            order_seed=order_seed,
+            augment_seed=augment_seed,
+            rank=rank,
+            world=world,
+            num_workers=num_workers,
+        )
+
+    def __repr__(self) -> str:
+        return (
+            f"ShardDataset(name={self.name!r}, samples={len(self)}, shards={len(self.counts)}, "
+            f"classes={self.num_classes}, channels={self.channels})"
+        )
+
+
+def _starts(counts: list[int]) -> list[int]:
+    return [0, *itertools.accumulate(counts)][: len(counts)]
+
+
+def _check_counts(shard_dir: Path, counts: Any, total: int) -> None:
+    if (
+        not isinstance(counts, list)
+        or not all(isinstance(c, int) and c >= 0 for c in counts)
+        or sum(counts) != total
+    ):
+        raise DatasetError(
+            f"{shard_dir / META_FILE}: per-shard counts do not add up to num_samples {total}: "
+            f"{LAYOUT}"
+        )
+
+
+def _short(path: Path, found: int, expected: int) -> DatasetError:
+    return DatasetError(
+        f"shard {path} holds {found} samples but {META_FILE} says {expected} (damaged or "
+        "truncated): rewrite it with `python -m pipeline shard`"
+    )
+
+
+def _read_range(path: Path, start: int, stop: int) -> Iterator[dict[str, Any]]:
+    """Samples ``start..stop-1`` of one shard as webdataset-style dicts; a short shard fails."""
+    got = 0
+    for key, parts in _read_samples(path, start, stop):
+        got += 1
+        yield {"__key__": key, "__url__": str(path), **parts}
+    if got < stop - start:
+        raise _short(path, start + got, stop)
+
+
+Segment = tuple[int, int, int]  # (shard, first sample, end sample) within that shard
+
+
+def _take(segments: list[Segment], lo: int, hi: int) -> list[Segment]:
+    """Positions ``lo..hi-1`` of the sample sequence that ``segments`` lay end to end."""
+    out, pos = [], 0
+    for shard, a, b in segments:
+        s, e = max(lo, pos), min(hi, pos + b - a)
+        if s < e:
+            out.append((shard, a + s - pos, a + e - pos))
+        pos += b - a
+    return out
+
+
+def epoch_segments(
+    counts: list[int], seed: int, epoch: int, rank: int, world: int
+) -> list[Segment]:
+    """Rank ``rank``'s share of epoch ``epoch``, before the shuffle buffer.
+
+    The shards, in an order drawn from ``(seed, epoch)``, make one sequence of ``n`` samples;
+    rank ``r`` takes positions ``[r p, (r + 1) p)`` with ``p = ceil(n / world)``, wrapping to
+    the start for the last rank (every rank gets ``p``, so DDP steps stay in lockstep). A rank
+    thus reads whole shards but at most two shared with a neighbour.
+    """
+    n = sum(counts)
+    order = list(range(len(counts)))
+    random.Random(mix_seed(seed, epoch)).shuffle(order)
+    sequence = [(s, 0, counts[s]) for s in order if counts[s]]
+    per_rank = -(-n // world)
+    lo, hi = rank * per_rank, (rank + 1) * per_rank
+    # Wrapping covers at most one extra pass: world > n has no sample for some ranks anyway.
+    return _take(sequence, lo, min(hi, n)) + _take(sequence, max(lo, n) - n, hi - n)
+
+
+def worker_batches(steps: int, workers: int) -> list[int]:
+    """Batches per DataLoader worker: contiguous blocks, the first ``steps % workers`` one longer."""
+    workers = max(workers, 1)
+    return [steps // workers + (w < steps % workers) for w in range(workers)]
+
+
+def delivered(counts: list[int], steps: int) -> tuple[list[int], int]:
+    """Batches each worker had delivered after ``steps`` loader steps, and the worker whose
+    batch comes next.
+
+    A DataLoader over an iterable dataset takes batches from its workers in turn, skipping
+    workers that have run out: batch ``t`` of every worker still going, round after round.
+    """
+    out = [0] * len(counts)
+    left = steps
+    for t in range(max(counts, default=0)):
+        for w, c in enumerate(counts):
+            if c > t:
+                if left == 0:
+                    return out, w
+                out[w] += 1
+                left -= 1
+    return out, 0
+
+
+def _shuffled(items: Iterator[Any], size: int, rng: random.Random) -> Iterator[Any]:
+    """A bounded shuffle: each incoming item swaps with a random one of ``size`` held."""
+    if size <= 1:
+        yield from items
+        return
+    held: list[Any] = []
+    for item in items:
+        if len(held) < size:
+            held.append(item)
+            continue
+        j = rng.randrange(size)
+        yield held[j]
+        held[j] = item
+    rng.shuffle(held)
+    yield from held
+
+
+class ShardStream(IterableDataset):
+    """One rank's training batches over a :class:`ShardDataset`, epoch by epoch.
+
+    The rank's share (:func:`epoch_segments`) is cut into ``steps = share // batch_size`` batches,
+    handed to the DataLoader workers as contiguous blocks; each worker reads its shards front to
+    back through a shuffle buffer seeded by ``(seed, epoch, rank, worker)``, and sample ``i`` is
+    augmented under the seed ``(augment_seed, epoch, i)``, as :class:`SeededTransform` does.
+    The order therefore depends only on the seed, the epoch, the world size and the number of
+    workers; ``set_epoch(e, skip)`` resumes after ``skip`` batches, each worker dropping (before
+    decoding) exactly the samples of the batches it had delivered.
+    """
+
+    def __init__(
+        self,
+        shards: ShardDataset,
+        transform: Callable | None,
+        *,
+        batch_size: int,
+        order_seed: int,
+        augment_seed: int,
+        rank: int = 0,
+        world: int = 1,
+        num_workers: int = 0,
+    ):
+        if not 0 <= rank < world:
+            raise ConfigError(f"rank {rank} is outside world size {world}")
+        self.shards, self.transform = shards, transform
+        self.batch_size, self.order_seed, self.augment_seed = batch_size, order_seed, augment_seed
+        self.rank, self.world, self.num_workers = rank, world, num_workers
+        self.per_rank = -(-len(shards) // world)
+        self.steps_per_epoch = self.per_rank // batch_size
+        self.epoch, self.skip = 0, 0
+
+    def set_epoch(self, epoch: int, skip: int = 0) -> None:
+        self.epoch, self.skip = int(epoch), int(skip)
+
+    def worker_plan(self, worker: int) -> tuple[list[Segment], int]:
+        """The segments worker ``worker`` reads this epoch and the batches it skips first."""
+        counts = worker_batches(self.steps_per_epoch, self.num_workers)
+        first = sum(counts[:worker]) * self.batch_size
+        share = epoch_segments(
+            self.shards.counts, self.order_seed, self.epoch, self.rank, self.world
+        )
+        segments = _take(share, first, first + counts[worker] * self.batch_size)
+        return segments, delivered(counts, self.skip)[0][worker]
+
+    def _role(self, loader_worker: int) -> int:
+        """The block a DataLoader worker reads. A loader starts its round robin at worker 0, so
+        a resumed epoch rotates the roles: its worker 0 takes the block whose batch is next."""
+        counts = worker_batches(self.steps_per_epoch, self.num_workers)
+        return (loader_worker + delivered(counts, self.skip)[1]) % len(counts)
+
+    def _samples(self, segments: list[Segment]) -> Iterator[tuple[int, dict[str, Any]]]:
+        for shard, a, b in segments:
+            first = self.shards.starts[shard]
+            for i, sample in enumerate(_read_range(self.shards.paths[shard], a, b)):
+                yield first + a + i, sample
+
+    def __iter__(self) -> Iterator[tuple[Any, torch.Tensor]]:
+        info = get_worker_info()
+        if (1 if info is None else info.num_workers) != max(self.num_workers, 1):
+            raise ConfigError("ShardStream: read it through a DataLoader with its num_workers")
+        worker = self._role(0 if info is None else info.id)
+        segments, skip = self.worker_plan(worker)
+        rng = random.Random(mix_seed(self.order_seed, self.epoch, self.rank, worker))
+        samples = _shuffled(self._samples(segments), self.shards.shuffle_buffer, rng)
+        batch = []
+        for index, sample in itertools.islice(samples, skip * self.batch_size, None):
+            image, label = _decode(sample, self.shards.mode)
+            if self.transform is not None:
+                seed = mix_seed(self.augment_seed, self.epoch, index)
+                image = seeded_call(self.transform, image, seed)
+            batch.append((image, label))
+            if len(batch) == self.batch_size:
+                yield default_collate(batch)
+                batch = []
+
+    def __len__(self) -> int:
+        return self.steps_per_epoch - self.skip
 
 
 class InMemoryShards(LabeledDataset):
@@ -287,8 +618,9 @@ class InMemoryShards(LabeledDataset):
 def open_shards(
     shard_dir: str | Path, *, in_memory: bool = False, **kwargs: Any
 ) -> ShardDataset | InMemoryShards:
-    """``in_memory=True`` for small sets (map-style, same interface as a source); otherwise
-    a streaming ``ShardDataset`` (``kwargs``: ``shuffle_buffer``, ``seed``, ``transform``)."""
+    """``in_memory=True`` for small sets (every encoded sample held in memory); otherwise a
+    ``ShardDataset`` read from disk as needed (``kwargs``: ``limit``, ``shuffle_buffer``).
+    Both are map-style with the same interface as a source."""
     if in_memory:
         if kwargs:
             raise ConfigError(f"in-memory shards take no options; got {', '.join(sorted(kwargs))}")

@@ -11,6 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from pipeline.core.errors import ConfigError
 from pipeline.data.base import LabeledDataset
 from pipeline.data.cifar10 import open_cifar10
 from pipeline.data.digits import open_digits
@@ -19,7 +20,6 @@ from pipeline.data.image_folder import open_image_folder
 from pipeline.data.imagenet import open_imagenet
 from pipeline.data.mit_indoor import open_mit_indoor
 from pipeline.data.stanford_dogs import open_stanford_dogs
-from pipeline.core.errors import ConfigError
 
 Opener = Callable[..., LabeledDataset]
 

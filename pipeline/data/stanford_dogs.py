@@ -5,9 +5,9 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from pipeline.core.errors import ConfigError, DatasetError
 from pipeline.data.base import FileListDataset
 from pipeline.data.matfiles import load_mat, mat_ints, mat_strings
-from pipeline.core.errors import ConfigError, DatasetError
 
 LAYOUT = (
     "expected Images/<wnid-breed>/<file>.jpg and lists/train_list.mat, lists/test_list.mat "

@@ -66,7 +66,11 @@ def run(cfg, dataset: str) -> dict:
     try:
         for split, data in opened.items():
             meta = write_shards(
-                data, staging / split, maxcount=cfg.prepare.maxcount, source=out.source
+                data,
+                staging / split,
+                maxcount=cfg.prepare.maxcount,
+                source=out.source,
+                shuffle_seed=out.shuffle_seed,
             )
             summary[split] = {"samples": meta["num_samples"], "classes": len(meta["classes"])}
             log.info("prepared %s/%s: %d samples", dataset, split, meta["num_samples"])

@@ -92,7 +92,11 @@ def resolve_root(root: str | None) -> Path | None:
 
 
 def open_split(spec, run, split: str):
-    """The raw (PIL, label) dataset of ``split`` ('train' or 'test') described by a DataSpec."""
+    """The raw (PIL, label) dataset of ``split`` ('train' or 'test') described by a DataSpec.
+
+    With ``data.stream`` a prepared shard set stays on disk (``ShardDataset``): read by index
+    where a stage needs samples, streamed by the training loop.
+    """
     name = spec.train_split if split == "train" else spec.test_split
     if spec.source == "shards":
         if not spec.root:
@@ -103,6 +107,9 @@ def open_split(spec, run, split: str):
                 f"prepared shards not found at {shard_dir}: expected <root>/{name}/ with "
                 "*.tar shards and meta.json (run the prepare stage, or `python -m pipeline shard`)"
             )
+        limit = spec.limit_train if split == "train" else spec.limit_test
+        if spec.stream:  # read from disk as needed; training streams it
+            return open_shards(shard_dir, limit=limit, shuffle_buffer=spec.shuffle_buffer)
         dataset = open_shards(shard_dir, in_memory=True)
     else:
         dataset = open_source(spec.source, resolve_root(spec.root), name, **spec.options)

@@ -24,7 +24,7 @@ from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
 from pipeline.core.errors import TrainingError
-from pipeline.data.loaders import EpochSampler, make_loader
+from pipeline.data.loaders import EpochBatches
 from pipeline.regularizers.base import Regularizer, StepContext
 from pipeline.runtime import device as runtime
 from pipeline.runtime.distributed import (
@@ -85,7 +85,7 @@ class FitContext:
     """Everything :func:`fit` needs besides the module; built by a stage."""
 
     spec: object  # pipeline.core.config.TrainSpec
-    train_set: Dataset  # yields (inputs, targets); has set_epoch(epoch)
+    train_set: Dataset  # yields (inputs, targets): a SeededTransform, or a shard set to stream
     checkpoints: CheckpointStore
     metrics_dir: Path
     device: torch.device
@@ -139,7 +139,7 @@ class _Run:
     scheduler: torch.optim.lr_scheduler.LRScheduler
     regularizers: list[Regularizer]
     precision: runtime.Precision
-    sampler: EpochSampler
+    batches: EpochBatches  # the epoch order, by index or streamed
     local_batch: int
     steps_per_epoch: int
     sums: torch.Tensor  # float64 (len(SUMS),) on the device
@@ -192,8 +192,16 @@ def _set_up(module: TrainModule, ctx: FitContext) -> _Run:
             f"{info.world} processes (train.gpus)"
         )
     local_batch = spec.batch_size // info.world
-    sampler = EpochSampler(n, seed=spec.seed, shuffle=True, rank=info.rank, world=info.world)
-    steps_per_epoch = sampler.per_rank // local_batch
+    batches = EpochBatches(
+        ctx.train_set,
+        local_batch,
+        seed=spec.seed,
+        rank=info.rank,
+        world=info.world,
+        num_workers=ctx.num_workers,
+        pin_memory=use_cuda,
+    )
+    steps_per_epoch = batches.steps_per_epoch
     if steps_per_epoch == 0:
         raise TrainingError(
             f"train.batch_size {spec.batch_size} is larger than the training set ({n} samples)"
@@ -215,7 +223,7 @@ def _set_up(module: TrainModule, ctx: FitContext) -> _Run:
         scheduler=scheduler,
         regularizers=regularizers,
         precision=runtime.precision(device, spec.amp),
-        sampler=sampler,
+        batches=batches,
         local_batch=local_batch,
         steps_per_epoch=steps_per_epoch,
         sums=_zero_sums(device),
@@ -246,6 +254,15 @@ def _resume(run: _Run, ctx: FitContext) -> bool:
             state["global_step"],
         )
         run.history = state["history"]
+        layout = state.get("data_layout")
+        if info.is_main and run.step_in_epoch and layout not in (None, run.batches.layout):
+            log.warning(
+                "%s: resuming mid-epoch with a different data layout (%s, was %s): this "
+                "epoch's remaining batches are not exactly the interrupted run's",
+                ctx.desc,
+                run.batches.layout,
+                layout,
+            )
         # Checkpointed sums are over all ranks; rank 0 carries them, so the epoch total is right.
         if info.is_main:
             run.sums = torch.tensor(
@@ -283,19 +300,9 @@ def _wrap_for_ddp(run: _Run, ctx: FitContext) -> None:
 def _train_epoch(run: _Run, ctx: FitContext) -> None:
     """The rest of epoch ``run.epoch`` from ``run.step_in_epoch``, checkpointing on the way."""
     spec = ctx.spec
-    run.sampler.set_epoch(run.epoch, skip=run.step_in_epoch * run.local_batch)
-    if hasattr(ctx.train_set, "set_epoch"):
-        ctx.train_set.set_epoch(run.epoch)
     run.module.train()
     active = [r for r in run.regularizers if r.active(run.epoch)]
-    loader = make_loader(
-        ctx.train_set,
-        run.local_batch,
-        sampler=run.sampler,
-        num_workers=ctx.num_workers,
-        pin_memory=ctx.device.type == "cuda",
-        drop_last=True,
-    )
+    loader = run.batches.epoch(run.epoch, skip_steps=run.step_in_epoch)
     bar = tqdm(
         loader,
         total=run.steps_per_epoch,
@@ -415,6 +422,7 @@ def _checkpoint(run: _Run, ctx: FitContext, done: bool = False) -> None:
             "history": run.history,
             "running": totals,
             "rng": runtime.rng_state(),
+            "data_layout": run.batches.layout,
             "done": done,
         }
     )

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from sklearn.datasets import load_digits
 
-from pipeline.data import open_source
 from pipeline.core.errors import ConfigError
+from pipeline.data import open_source
 
 RAW = load_digits()
 

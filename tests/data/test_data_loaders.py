@@ -9,6 +9,7 @@ import pytest
 import torch
 from data_fakes import write_image
 
+from pipeline.core.errors import ConfigError
 from pipeline.data import (
     ArrayDataset,
     EpochSampler,
@@ -20,7 +21,6 @@ from pipeline.data import (
     to_pixel_tensor,
     write_shards,
 )
-from pipeline.core.errors import ConfigError
 
 
 def indexed(n: int = 20) -> ArrayDataset:
@@ -133,5 +133,8 @@ def test_bad_loader_arguments(tmp_path):
     with pytest.raises(ConfigError, match="num_workers"):
         make_loader(indexed(), 2, num_workers=-1)
     write_shards(indexed(), tmp_path / "s", maxcount=10)
+    stream = ShardDataset(tmp_path / "s").training_stream(
+        None, batch_size=2, order_seed=0, augment_seed=0
+    )
     with pytest.raises(ConfigError, match="no sampler"):
-        make_loader(ShardDataset(tmp_path / "s"), 2, sampler=EpochSampler(20))
+        make_loader(stream, 2, sampler=EpochSampler(20))

@@ -11,9 +11,9 @@ import scipy.io
 from data_fakes import CIFAR_NAMES, DOG_BREEDS, FLOWER_LABELS, INDOOR_CLASSES, WNIDS, write_image
 from PIL import Image
 
+from pipeline.core.errors import ConfigError, DatasetError
 from pipeline.data import available_sources, open_source, source_options
 from pipeline.data.base import LabeledDataset
-from pipeline.core.errors import ConfigError, DatasetError
 
 
 def labels_of(ds: LabeledDataset) -> list[int]:

@@ -7,6 +7,7 @@ import pytest
 import torch
 from PIL import Image
 
+from pipeline.core.errors import ConfigError
 from pipeline.data import (
     IMAGENET_MEAN,
     IMAGENET_STD,
@@ -17,7 +18,6 @@ from pipeline.data import (
     plain_tensor,
     to_pixel_tensor,
 )
-from pipeline.core.errors import ConfigError
 
 
 def rgb(width: int = 40, height: int = 30, seed: int = 0) -> Image.Image:
