@@ -29,15 +29,15 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from pipeline.config import ModelSpec
+from pipeline.core.config import ModelSpec
+from pipeline.core.errors import TrainingError
+from pipeline.core.io import write_csv, write_json
 from pipeline.data import load_tensors, open_source, to_pixel_tensor
-from pipeline.errors import TrainingError
 from pipeline.experiments import plots
 from pipeline.experiments.common import run_attack
 from pipeline.experiments.config import ExperimentsConfig, SweepSettings
 from pipeline.experiments.trainer import TrainSettings, accuracy, train_in_memory
 from pipeline.experiments.util import cpu_seconds, mean_std
-from pipeline.io import write_csv, write_json
 from pipeline.models import SplitModel, build_model
 from pipeline.readout import fit_readout, install_readout
 from pipeline.regularizers import RepSpectral, spectral_summary

@@ -29,7 +29,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from pipeline.errors import ConfigError
+from pipeline.core.errors import ConfigError
 from pipeline.regularizers.layers import frozen_eval
 
 

@@ -26,7 +26,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from pipeline.errors import ConfigError
+from pipeline.core.errors import ConfigError
 from pipeline.regularizers.base import Regularizer, StepContext
 from pipeline.regularizers.batchnorm_fold import find_batchnorm_after, folded_weight
 from pipeline.regularizers.layers import (

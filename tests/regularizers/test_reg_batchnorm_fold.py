@@ -6,8 +6,8 @@ import pytest
 import torch
 from torch import nn
 
-from pipeline.config import ModelSpec
-from pipeline.errors import ConfigError
+from pipeline.core.config import ModelSpec
+from pipeline.core.errors import ConfigError
 from pipeline.models import build_model
 from pipeline.models.split import SplitModel
 from pipeline.regularizers import (
