@@ -189,6 +189,7 @@ def plan_main(argv: list[str]) -> int:
         "Print every stage instance the parameters define, with GPUs and upstream stages.",
     )
     parser.add_argument("--json", action="store_true", help="machine-readable output")
+    parser.add_argument("--dry-run", action="store_true", help="accepted; plan never runs")
     ns = parser.parse_args(argv)
     cfg = load_config(ns.params, ns.overrides)
     instances = plan(cfg)

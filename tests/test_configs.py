@@ -151,7 +151,7 @@ def test_plan_cli_is_dispatched_and_rejects_a_bad_override(capsys):
     ok = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300)
     assert ok.returncode == 0, ok.stderr
     assert "finetune@cifar10-rep_spectral-bss-9" in ok.stdout
-    assert "missing input: data/cifar10" in ok.stdout
+    assert "missing input data/cifar10" in ok.stdout
     bad = [
         "plan",
         "--params",
