@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 from pipeline.__main__ import main as cli_main
 from pipeline.core.config import load_config, read_params, validate
@@ -83,9 +84,10 @@ def test_imagenet_pretraining_matches_the_paper():
 def test_transfer_configs_match_the_paper_and_share_the_backbones(name):
     target, epochs, lr_b, lr_h, seeds = TARGETS[name]
     cfg = load_config(REPO / "configs" / name)
-    imagenet = load_config(REPO / "configs/imagenet-resnet50.yaml")
-    # Identical pretraining parameters: DVC and the flow reuse the same two backbones.
-    assert cfg.pretrain == imagenet.pretrain
+    # The file holds only its target: pretraining comes from imagenet-resnet50.yaml (extends),
+    # so DVC and the flow reuse the same two backbones.
+    text = (REPO / "configs" / name).read_text()
+    assert "extends: transfer-base.yaml" in text and "pretrain:" not in text
     t = cfg.finetune.targets[target]
     assert (t.data.image_size, t.train.batch_size, t.train.epochs) == (224, 64, epochs)
     assert (t.train.optimizer.lr_backbone, t.train.optimizer.lr_head) == (lr_b, lr_h)
@@ -123,14 +125,15 @@ def test_ssl_configs_match_the_public_code(name, method, batch):
     assert "ssl" in stages and "finetune" not in stages and "readout" in stages
 
 
-def test_new_target_template_is_one_self_contained_file():
+def test_new_target_template_is_one_file_on_the_shared_base():
     cfg = load_config(REPO / "configs/new-target-example.yaml")
     out = cfg.prepare.outputs["my_dataset"]
     assert (out.source, out.root, cfg.prepare.raw) == (
         "image_folder",
         "data/my_dataset",
-        ["my_dataset"],
+        ["imagenet", "my_dataset"],
     )
+    assert cfg.pretrain == load_config(REPO / "configs/imagenet-resnet50.yaml").pretrain
     assert cfg.finetune.run.targets == ["my_dataset"]
     ids = [i.id for i in plan(cfg)]
     assert "prepare_raw@my_dataset" in ids and "finetune@my_dataset-rep_spectral-none-0" in ids
@@ -194,6 +197,7 @@ def test_each_config_as_params_yaml_gives_dvc_the_same_dag(path, tmp_path):
 
     Repo.init(str(tmp_path), no_scm=True)
     shutil.copy(REPO / "dvc.yaml", tmp_path / "dvc.yaml")
-    shutil.copy(path, tmp_path / "params.yaml")
+    # What `python -m pipeline use-params` writes: the file with its extends chain composed.
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(read_params(path), sort_keys=False))
     ours = {i.id: set(i.upstream) for i in plan(load_config(path))}
     assert ours == _dvc_dag(tmp_path)
