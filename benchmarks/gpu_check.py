@@ -109,7 +109,7 @@ def train_rate(args, device, regularized: bool) -> tuple[float, str]:
 
     def step(i: int) -> None:
         with _autocast(device, torch.bfloat16):
-            feats = model.forward_features(x)
+            feats = model.representation(x)
             logits = model.head(feats)
             loss = criterion(logits, y).float()
         if reg is not None:

@@ -66,7 +66,7 @@ class Runner:
         self.sync()
         start = time.perf_counter()
         with torch.autocast(self.device.type, torch.bfloat16, enabled=self.device.type == "cuda"):
-            features = self.model.forward_features(self.inputs)
+            features = self.model.representation(self.inputs)
             logits = self.model.head(features)
             loss = nn.functional.cross_entropy(logits.float(), self.targets)
         ctx = StepContext(step=self.step_count, epoch=0, features=features, logits=logits)

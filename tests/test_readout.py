@@ -23,7 +23,7 @@ def test_installed_readout_predicts_exactly_like_sklearn(classes):
     model = build_model(NS(arch="mlp", hidden=[32], activation="relu"), 1, 10, 8)
     model.eval()
     with torch.no_grad():
-        feats = model.forward_features(torch.tensor(x, dtype=torch.float32)).numpy()
+        feats = model.representation(torch.tensor(x, dtype=torch.float32)).numpy()
     clf, converged = fit_readout(feats, y, C=1.0, max_iter=2000)
     install_readout(model, clf, len(classes))
     with torch.no_grad():

@@ -61,8 +61,8 @@ def load_target(s: DiagnosticsSettings) -> dict[str, torch.Tensor]:
 
 def diagnose(model, finetuned, data: dict, s: DiagnosticsSettings) -> dict:
     """All diagnostics of one backbone (and its finetuned model, if given)."""
-    train_f = extract_features(model.forward_features, data["x_train"])
-    test_f = extract_features(model.forward_features, data["x_test"])
+    train_f = extract_features(model.representation, data["x_train"])
+    test_f = extract_features(model.representation, data["x_test"])
     out = representation_diagnostics(
         train_f, data["y_train"], test_f, data["y_test"], s.ks, s.thresholds
     )

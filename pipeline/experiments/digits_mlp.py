@@ -65,7 +65,7 @@ def chosen_correct(model, x: torch.Tensor, y: torch.Tensor, order: torch.Tensor,
 @torch.no_grad()
 def features(model, x: torch.Tensor) -> np.ndarray:
     model.eval()
-    return model.forward_features(x).double().numpy()
+    return model.representation(x).double().numpy()
 
 
 def evaluate_model(model, data: dict, s: DigitsSettings, order: torch.Tensor, seed: int) -> dict:

@@ -86,7 +86,7 @@ def regularizers(s: SweepSettings, mode: str, strength: float) -> list[RepSpectr
 @torch.no_grad()
 def _features(model: SplitModel, x: torch.Tensor) -> np.ndarray:
     model.eval()
-    return model.forward_features(x).double().numpy()
+    return model.representation(x).double().numpy()
 
 
 def evaluate_transfer(model: SplitModel, s: SweepSettings, target: dict, order, seed: int) -> dict:

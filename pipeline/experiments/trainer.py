@@ -161,7 +161,7 @@ def train_in_memory(
             else:
                 idx = order[begin : begin + batch]
                 xb, yb = x[idx], y[idx]
-            features = model.forward_features(xb)
+            features = model.representation(xb)
             logits = model.head(features)
             task = F.cross_entropy(logits, yb)
             ctx = StepContext(

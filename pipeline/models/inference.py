@@ -42,7 +42,7 @@ def predict_batches(
     )
     for x, y in loader:
         x = x.to(device, non_blocking=True)
-        feats = model.forward_features(x)
+        feats = model.representation(x)
         yield feats, model.head(feats), torch.as_tensor(y).to(device, non_blocking=True)
 
 

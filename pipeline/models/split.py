@@ -46,8 +46,10 @@ class SplitModel(nn.Module):
             return (x - self.input_mean) / self.input_std
         return x  # flat inputs (MLPs on toy data) are used as they are
 
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+    def representation(self, x: torch.Tensor) -> torch.Tensor:
+        """Φ(x): the pooled `(batch, feature_dim)` representation the head reads (not timm's
+        unpooled ``forward_features`` feature map)."""
         return self.backbone(self.normalize(x))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.forward_features(x))
+        return self.head(self.representation(x))

@@ -73,7 +73,7 @@ class SupervisedModule(TrainModule):
         self.criterion = nn.CrossEntropyLoss(label_smoothing=label_smoothing)
 
     def forward(self, inputs: torch.Tensor, targets: torch.Tensor) -> StepOutput:
-        features = self.model.forward_features(inputs)
+        features = self.model.representation(inputs)
         logits = self.model.head(features)
         loss = self.criterion(logits, targets)
         correct = (logits.detach().argmax(1) == targets).sum()

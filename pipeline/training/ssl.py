@@ -93,7 +93,7 @@ class SSLModule(TrainModule):
         both = (
             inputs.flatten(0, 1) if inputs.dim() == 5 else inputs
         )  # (2B, C, H, W), views interleaved
-        features = self.model.forward_features(both)
+        features = self.model.representation(both)
         z = self.projector(features)
         z = z.view(batch, 2, -1)
         loss = self.criterion(z[:, 0], z[:, 1])

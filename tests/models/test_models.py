@@ -22,7 +22,7 @@ from pipeline.models import build_model, load_model, save_model
 def test_backbone_head_split(spec, chans, size, dim):
     model = build_model(spec, chans, 7, size)
     x = torch.rand(2, chans, size, size)
-    feats = model.forward_features(x)
+    feats = model.representation(x)
     assert feats.shape == (2, dim) and model.feature_dim == dim
     assert torch.allclose(model(x), model.head(feats))
     assert not any(m is model.head for m in model.backbone.modules())

@@ -71,7 +71,7 @@ def _reestimate_statistics(model: SplitModel, x: torch.Tensor) -> None:
     model.train()
     with torch.no_grad():
         for batch in x.split(16):
-            model.forward_features(batch)
+            model.representation(batch)
     model.eval()
 
 

@@ -97,7 +97,7 @@ def test_penalty_matches_the_formula_and_reaches_network_and_W(tiny_model):
         for site in reg.sites:
             site.Ws.normal_(generator=_gen(9))
             site.b.normal_(generator=_gen(10))
-    features = model.forward_features(_x(seed=1))
+    features = model.representation(_x(seed=1))
     value = reg.penalty(StepContext(step=0, epoch=0, features=features))
 
     expected = 0.0

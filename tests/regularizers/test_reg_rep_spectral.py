@@ -125,7 +125,7 @@ def _train(model, regularizer, steps=40):
     if regularizer is not None:
         regularizer.attach(model, x)
     for step in range(steps):
-        features = model.forward_features(x)
+        features = model.representation(x)
         loss = F.cross_entropy(model.head(features), y)
         ctx = StepContext(step=step, epoch=0, features=features)
         if regularizer is not None and regularizer.active(0):

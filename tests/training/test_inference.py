@@ -39,7 +39,7 @@ def _truth():
     """Ground truth from one full-batch forward pass."""
     data, model = _Tensors(), _model()
     with torch.no_grad():
-        feats = model.forward_features(data.x)
+        feats = model.representation(data.x)
         logits = model.head(feats)
     loss = torch.nn.functional.cross_entropy(logits, data.y).item()
     acc = (logits.argmax(1) == data.y).double().mean().item()
