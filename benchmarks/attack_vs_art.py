@@ -2,6 +2,8 @@
 
     python benchmarks/attack_vs_art.py                     # 30 digits, budgets 1K/2K/5K/10K
     python benchmarks/attack_vs_art.py --samples 10
+    python benchmarks/attack_vs_art.py --model artifacts/finetune/digits_5to9/none/none/seed0/model.pt \
+        --shards artifacts/prepared/digits_5to9/test      # a model of the default DAG
 
 A 64-128-10 MLP is trained on scikit-learn's digits (pixels in [0, 1]); the attacked samples are
 held-out digits it classifies correctly, and every attack starts from the same adversarial noise
@@ -47,6 +49,35 @@ def digits_mlp(seed: int = 0):
     return model, x[test][correct], y[test][correct]
 
 
+def dag_model(path: str, shards: str, samples: int):
+    """A model the DAG wrote, as a function of flat pixel rows, and correct test samples."""
+    from pipeline.data.shards import open_shards
+    from pipeline.data.transforms import to_pixel_tensor
+    from pipeline.models import load_model
+
+    net, meta = load_model(path)
+    net.eval()
+    data = open_shards(shards)
+    to_pixels = to_pixel_tensor(False, meta["image_size"], data.channels, "none")
+    xs, ys = [], []
+    for i in range(len(data)):
+        image, label = data[i]
+        pixels = to_pixels(image)
+        with torch.no_grad():
+            if int(net(pixels[None]).argmax(1)) == label:
+                xs.append(pixels)
+                ys.append(label)
+        if len(xs) == samples:
+            break
+    shape = xs[0].shape
+
+    class Flat(nn.Module):
+        def forward(self, rows):
+            return net(rows.view(-1, *shape))
+
+    return Flat(), torch.stack(xs).flatten(1), torch.tensor(ys), net.num_classes
+
+
 def noise_starts(model, x, y, seed: int) -> torch.Tensor:
     g = torch.Generator().manual_seed(seed)
     starts, need = torch.empty_like(x), torch.ones(len(x), dtype=torch.bool)
@@ -59,7 +90,7 @@ def noise_starts(model, x, y, seed: int) -> torch.Tensor:
     return starts
 
 
-def art_at_budgets(model, x, y, starts, budgets, iterations: int) -> np.ndarray:
+def art_at_budgets(model, x, y, starts, budgets, iterations: int, classes: int) -> np.ndarray:
     """(samples, budgets): closest adversarial row ART queried within each budget."""
     out = np.full((len(x), len(budgets)), math.inf)
     for i in range(len(x)):
@@ -81,7 +112,7 @@ def art_at_budgets(model, x, y, starts, budgets, iterations: int) -> np.ndarray:
             return torch.softmax(logits, 1).numpy()
 
         art = HopSkipJump(
-            BlackBoxClassifier(predict_fn, (x.shape[1],), 10, clip_values=(0.0, 1.0)),
+            BlackBoxClassifier(predict_fn, (x.shape[1],), classes, clip_values=(0.0, 1.0)),
             targeted=False, norm=2, max_iter=iterations, max_eval=10_000, init_eval=100,
             init_size=100, verbose=False,
         )  # fmt: skip
@@ -99,11 +130,17 @@ def main() -> None:
     p.add_argument("--budgets", type=int, nargs="+", default=[1000, 2000, 5000, 10000])
     p.add_argument("--art-iterations", type=int, default=40, help="ART max_iter (enough for 10K)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--model", help="a model.pt the DAG wrote (default: a digits MLP)")
+    p.add_argument("--shards", help="with --model: the prepared test split it is attacked on")
     args = p.parse_args()
     torch.set_num_threads(1)
     np.random.seed(args.seed)
-    model, xs, ys = digits_mlp()
-    x, y = xs[: args.samples], ys[: args.samples]
+    if args.model:
+        model, x, y, classes = dag_model(args.model, args.shards, args.samples)
+        name = args.model
+    else:
+        model, xs, ys = digits_mlp()
+        x, y, classes, name = xs[: args.samples], ys[: args.samples], 10, "digits MLP"
     starts = noise_starts(model, x, y, args.seed)
     rows = {}
     for attack in (tangent_attack, hop_skip_jump):
@@ -113,9 +150,9 @@ def main() -> None:
         )  # fmt: skip
         rows[attack.__name__] = res.at_queries.mean(0).tolist()
     rows["ART HopSkipJump"] = art_at_budgets(
-        model, x, y, starts, args.budgets, args.art_iterations
+        model, x, y, starts, args.budgets, args.art_iterations, classes
     ).mean(0)
-    print(f"digits MLP, {len(x)} samples, mean l2 distance at query budgets (same starts)")
+    print(f"{name}, {len(x)} samples, mean l2 distance at query budgets (same starts)")
     print(f"{'attack':<18}" + "".join(f"{b:>10}" for b in args.budgets))
     for name, values in rows.items():
         print(f"{name:<18}" + "".join(f"{v:>10.4f}" for v in values))
