@@ -190,12 +190,12 @@ def test_killed_worker_stage_resumes_on_the_other_from_shared_checkpoint(
             assert flow.poll() is None, log.read_text()[-3000:]
             assert time.monotonic() < deadline, w1.text()[-3000:]
             time.sleep(0.1)
-        w2 = Worker("w2", project, tmp_path, shared)
-        w2.wait_serving()
         w1.kill()
         (checkpoint,) = shared.glob("pretrain/none/*/last.pt")
         state = torch.load(checkpoint, weights_only=True, map_location="cpu")
         assert not state.get("done"), "pretraining finished before the kill; make it longer"
+        # The second worker joins later, as a replacement would; it never saw w1's workspace.
+        w2 = Worker("w2", project, tmp_path, shared)
         assert flow.wait(timeout=220) == 0, log.read_text()[-3000:]
     finally:
         for worker in (w1, w2):
@@ -206,7 +206,8 @@ def test_killed_worker_stage_resumes_on_the_other_from_shared_checkpoint(
     assert "pretrain@none" not in w1.ran()
     assert w2.ran() == {"pretrain@none"}, w2.text()[-3000:]
     assert "resumed from" in w2.text(), w2.text()[-3000:]
-    assert dvc_status(project) == {}
+    stale = set(dvc_status(project))  # the stages outside --only are stale, of course
+    assert stale and not {s for s in stale if s.startswith(("prepare", "pretrain"))}, stale
 
     # Same weights as one uninterrupted run (dvc repro in another clone, local checkpoints).
     ref = tmp_path / "reference"
