@@ -192,6 +192,7 @@ def run_on_pool(root: str, inst: StageInstance, job: PoolJob, log) -> tuple[str,
         f"{FLOW_NAME}/{deployment_name(job.pool, queue)}",
         parameters=parameters,
         timeout=0,
+        flow_run_name=inst.id,
         tags=[job.pool, queue],
     )
     log.info("%s: submitted to pool %s, queue %s (flow run %s)", inst.id, job.pool, queue, run.name)
