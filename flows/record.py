@@ -13,6 +13,10 @@ questions ``dvc repro`` asks, and records the answer where ``dvc repro`` would:
 * :meth:`DvcRecord.commit` hashes deps and outs, moves the outs into DVC's cache, saves the
   run-cache entry and writes the instance's entry of ``dvc.lock``.
 
+For a pool of workers (:mod:`flows.pool`), :meth:`DvcRecord.entry` and
+:meth:`DvcRecord.write_entries` move ``dvc.lock`` entries between workspaces, and
+:meth:`DvcRecord.pull` / :meth:`DvcRecord.push` move the outputs they name through the DVC remote.
+
 Calls are serialised (one thread at a time, under DVC's repository lock, so a concurrent
 ``dvc`` command waits or fails cleanly), and ``dvc.lock`` is replaced atomically, so a flow
 killed at any moment leaves a valid lock file.
@@ -20,14 +24,21 @@ killed at any moment leaves a valid lock file.
 
 from __future__ import annotations
 
+import contextlib
+import os
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 from pipeline.core.io import atomic_write_text
 
 LOCK_FILE = "dvc.lock"
+_LOCKS: dict[Path, threading.Lock] = {}  # one per workspace, shared by every DvcRecord of it
+
+
+class MissingObject(RuntimeError):
+    """An output a stage needs is in neither the local cache nor the remote."""
 
 
 class DvcRecord:
@@ -35,7 +46,7 @@ class DvcRecord:
 
     def __init__(self, root: str | Path = "."):
         self.root = Path(root).resolve()
-        self._lock = threading.Lock()
+        self._lock = _LOCKS.setdefault(self.root, threading.Lock())
 
     @contextmanager
     def _stage(self, ident: str) -> Iterator:
@@ -51,6 +62,11 @@ class DvcRecord:
         """The instance's command, as ``dvc.yaml`` interpolates it."""
         with self._stage(ident) as (_, stage):
             return stage.cmd
+
+    def deps(self, ident: str) -> list[str]:
+        """The instance's dependency paths, as ``dvc.yaml`` declares them."""
+        with self._stage(ident) as (_, stage):
+            return [d.def_path for d in stage.deps]
 
     def changed(self, ident: str) -> bool:
         """DVC's verdict: would ``dvc repro`` run this instance now?"""
@@ -104,3 +120,67 @@ class DvcRecord:
         data.setdefault("stages", {})
         data["stages"].update(to_lockfile(stage))
         atomic_write_text(path, dumps_yaml(data))
+
+    # -- a pool of workers: entries and outputs travel between workspaces ------------------------
+
+    def entry(self, ident: str) -> dict | None:
+        """The instance's entry of ``dvc.lock`` as DVC wrote it; None when it has none."""
+        data = self._read_lock()
+        return (data.get("stages") or {}).get(ident)
+
+    def write_entries(self, entries: dict[str, dict]) -> None:
+        """Put entries computed in another workspace into this ``dvc.lock`` (atomically)."""
+        from dvc.utils.serialize import dumps_yaml
+
+        with self._lock:
+            data = self._read_lock() or {"schema": "2.0", "stages": {}}
+            data.setdefault("stages", {}).update(entries)
+            atomic_write_text(self.root / LOCK_FILE, dumps_yaml(data))
+
+    def _read_lock(self) -> dict:
+        from dvc.utils.serialize import parse_yaml_for_update
+
+        path = self.root / LOCK_FILE
+        return (parse_yaml_for_update(path.read_text(), str(path)) if path.is_file() else {}) or {}
+
+    def pull(self, paths: Iterable[str]) -> None:
+        """Fetch outputs (paths relative to the root) from the remote and check them out.
+
+        Raises MissingObject naming the first output whose object no cache or remote holds.
+        """
+        from dvc.exceptions import CheckoutError, DvcException
+        from dvc.repo import Repo
+
+        paths = sorted(set(paths))
+        if not paths:
+            return
+        targets = [str(self.root / p) for p in paths]  # DVC reads targets against the cwd
+        with self._lock, Repo(str(self.root)) as repo:  # fetch/checkout take DVC's lock
+            with contextlib.suppress(DvcException):  # checkout names what is missing, one by one
+                repo.fetch(targets=targets)
+            try:
+                repo.checkout(targets=targets, force=True)
+            except CheckoutError as exc:
+                raise MissingObject(self._missing_line(repo, paths, exc)) from None
+
+    def _missing_line(self, repo, paths: list[str], exc) -> str:
+        # DVC names failed outputs relative to the process's cwd
+        failed = [os.path.relpath(os.path.abspath(p), self.root)
+                  for p in getattr(exc, "target_infos", None) or []]  # fmt: skip
+        name = failed[0] if failed else paths[0]
+        md5 = None
+        for entry in (self._read_lock().get("stages") or {}).values():
+            for out in entry.get("outs") or []:
+                if out.get("path") == name:
+                    md5 = out.get("md5")
+        remote = repo.config.get("core", {}).get("remote") or "(none configured)"
+        what = f"{name} (md5 {md5})" if md5 else name
+        more = f" and {len(failed) - 1} more" if len(failed) > 1 else ""
+        return f"cannot pull {what}{more}: in neither the local DVC cache nor remote {remote!r}"
+
+    def push(self, ident: str) -> None:
+        """Push the instance's cached outputs to the default remote (a no-op for those there)."""
+        from dvc.repo import Repo
+
+        with self._lock, Repo(str(self.root)) as repo:  # push takes DVC's lock itself
+            repo.push(targets=[f"{self.root / 'dvc.yaml'}:{ident}"])

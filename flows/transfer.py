@@ -154,12 +154,16 @@ def transfer(
     retries: int = 2,
     retry_delay_seconds: float = 10.0,
     save_experiment: bool = True,
+    pool: str | None = None,
+    lost_after_s: float = 60.0,
 ) -> dict[str, str]:
     """Run (or skip) every stage instance of the parameters; returns ``{id: status}``.
 
     ``only``: glob patterns of ids or stage names to run. ``gpus``: GPUs this worker may use
     (default: all visible). ``max_parallel``: stages at once (default: the GPU count, or the CPU
     count on a CPU-only machine). ``retries``: attempts after a crash (user errors never retry).
+    ``pool``: run the model stages on the workers of this pool (:mod:`flows.pool`) instead of
+    here; ``lost_after_s``: seconds without a worker's heartbeat before its stage runs elsewhere.
     """
     log = get_run_logger()
     overrides = list(overrides or [])
@@ -168,9 +172,15 @@ def transfer(
         log.info("params.yaml now holds %s %s (DVC's model: the workspace is the experiment)",
                  params, " ".join(overrides))  # fmt: skip
     chosen = select(plan(cfg), only)
-    gpus = _visible_gpus() if gpus is None else gpus
-    check_plan(chosen, cfg.run.device, gpus)
-    pool = DevicePool(gpus)
+    gpus = (0 if pool else _visible_gpus()) if gpus is None else gpus
+    check_plan(chosen, "cpu" if pool else cfg.run.device, gpus)  # a pool's GPUs are its own
+    job = None
+    if pool:
+        from flows.pool import pool_job, pool_stage
+
+        job = pool_job(pool, Path.cwd(), chosen, cfg.run.device, lost_after_s)
+        max_parallel = max_parallel or 32  # the workers' limits decide how many really run
+    gpu_pool = DevicePool(gpus)
     max_parallel = max_parallel or gpus or os.cpu_count() or 2
     log.info("%d stage instances; %d GPU(s); up to %d at once", len(chosen), gpus, max_parallel)
     root = str(Path.cwd())
@@ -193,12 +203,18 @@ def transfer(
             if len(running) >= max_parallel or any(status.get(u) not in DONE for u in ups):
                 continue
             need = inst.gpus if (gpus and inst.gpus) else 0
-            devices = pool.acquire(need)
+            devices = gpu_pool.acquire(need)
             if devices is None:
                 continue
-            future = run_stage.with_options(
+            options = dict(
                 task_run_name=inst.id, retries=retries, retry_delay_seconds=retry_delay_seconds
-            ).submit(root, inst, devices if gpus else None)
+            )
+            if job is not None:
+                future = pool_stage.with_options(**options).submit(root, inst, job)
+            else:
+                future = run_stage.with_options(**options).submit(
+                    root, inst, devices if gpus else None
+                )
             future.add_done_callback(lambda _f, i=inst.id: finished.put(i))
             running[inst.id] = (future, devices)
             del pending[inst.id]
@@ -206,7 +222,7 @@ def transfer(
             break
         ident = finished.get()
         future, devices = running.pop(ident)
-        pool.release(devices)
+        gpu_pool.release(devices)
         future.wait()
         state = future.state
         status[ident] = state.result(raise_on_failure=False) if state.is_completed() else "failed"
@@ -259,6 +275,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--retries", type=int, default=2)
     parser.add_argument("--no-experiment", action="store_true", help="do not dvc exp save")
     parser.add_argument("--dry-run", action="store_true", help="print what would run, run nothing")
+    parser.add_argument("--pool", default=None, help="run model stages on this pool's workers")
+    parser.add_argument("--lost-after", type=float, default=60.0, metavar="S",
+                        help="seconds without a worker's heartbeat before its stage moves")  # fmt: skip
     try:
         ns = parser.parse_args(argv)
         load_config(ns.params, ns.overrides)  # fail in a second, before Prefect starts
@@ -274,6 +293,8 @@ def main(argv: list[str] | None = None) -> int:
             gpus=ns.gpus,
             retries=ns.retries,
             save_experiment=not ns.no_experiment,
+            pool=ns.pool,
+            lost_after_s=ns.lost_after,
         )
     except PipelineError as exc:
         return report(exc)

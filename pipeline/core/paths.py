@@ -6,6 +6,7 @@ under ``artifacts/`` (models, prepared shards, checkpoints), ``metrics/`` and ``
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 RAW = Path("data")  # the raw-data root, versioned by data.dvc
@@ -27,8 +28,23 @@ def backbone_model(name: str) -> Path:
     return backbone_dir(name) / "model.pt"
 
 
-def checkpoints(stage: str, run_id: str) -> Path:
-    return ARTIFACTS / "checkpoints" / stage / run_id
+# A folder every worker of a pool can read and write (NFS, a shared disk), so a stage killed on
+# one machine resumes on another. An environment variable, not a parameter: where a machine
+# mounts shared storage changes no result, so it must not change DVC's params or a fingerprint.
+CHECKPOINT_DIR_ENV = "PIPELINE_CHECKPOINT_DIR"
+
+
+def checkpoints(stage: str, run_id: str, fingerprint: str | None = None) -> Path:
+    """``artifacts/checkpoints/<stage>/<run_id>``, or under ``$PIPELINE_CHECKPOINT_DIR``.
+
+    In a shared folder the run's fingerprint is part of the path: experiments that differ in a
+    parameter or an input never share (or delete) each other's checkpoints there.
+    """
+    shared = os.environ.get(CHECKPOINT_DIR_ENV)
+    if not shared:
+        return ARTIFACTS / "checkpoints" / stage / run_id
+    base = Path(shared).expanduser() / stage / run_id
+    return base / fingerprint[:16] if fingerprint else base
 
 
 def stage_metrics(stage: str, run_id: str) -> Path:

@@ -68,7 +68,7 @@ def run(cfg, target: str, backbone: str, regularizer: str, seed: int) -> dict:
         regularizer_configs=regs,
         run_cfg=cfg.run,
         stage=stage,
-        checkpoints=CheckpointStore(paths.checkpoints("finetune", run_id), run_fp),
+        checkpoints=CheckpointStore(paths.checkpoints("finetune", run_id, run_fp), run_fp),
         metrics_dir=metrics_dir,
         desc=f"finetune[{run_id}]",
     )

@@ -61,7 +61,7 @@ def run(cfg, variant: str) -> dict:
         regularizer_configs=regs,
         run_cfg=cfg.run,
         stage=stage,
-        checkpoints=CheckpointStore(paths.checkpoints("pretrain", variant), run_fp),
+        checkpoints=CheckpointStore(paths.checkpoints("pretrain", variant, run_fp), run_fp),
         metrics_dir=metrics_dir,
         desc=f"pretrain[{variant}]",
     )

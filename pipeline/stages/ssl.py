@@ -97,7 +97,7 @@ def run(cfg, variant: str) -> dict:
         FitContext(
             spec=spec.train,
             train_set=train_set,
-            checkpoints=CheckpointStore(paths.checkpoints("ssl", variant), run_fp),
+            checkpoints=CheckpointStore(paths.checkpoints("ssl", variant, run_fp), run_fp),
             metrics_dir=metrics_dir,
             device=stage.device,
             dist=stage.dist,

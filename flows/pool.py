@@ -1,0 +1,239 @@
+"""The flow's side of a pool of workers: each stage instance as its own run on some worker.
+
+``python -m flows.transfer --pool NAME`` runs the DAG as before (DVC decides what is up to date,
+:mod:`flows.record` keeps ``dvc.lock``), but a stage instance that needs a model (training,
+readout, attacks) is started as a run of the deployment ``pool-stage/<pool>-<queue>``, which
+every worker of the pool serves (:mod:`flows.worker`); ``prepare`` and ``report`` run in the
+flow's process. The queue is the instance's GPU need: ``gpu<N>`` for ``train.gpus`` = N, ``gpu1``
+for the other model stages, ``cpu`` for everything when ``run.device`` is ``cpu``.
+
+What travels: the flow's git commit and ``params.yaml`` text, and the ``dvc.lock`` entries of
+the instance's upstream instances (parameters of the run); outputs go through the project's DVC
+remote. The worker answers with the instance's new ``dvc.lock`` entry, which the flow writes
+into its own ``dvc.lock`` (atomically) before pulling the outputs it names, so its workspace is
+complete and ``dvc status`` stays clean. Outputs made in the flow's process are pushed, so the
+workers can pull them.
+
+A worker that stops sending heartbeats for ``lost_after_s`` seconds is declared lost: its run
+is marked Crashed and the task is retried, i.e. the stage runs again on whichever worker takes
+it, resuming from its checkpoint if checkpoints are shared.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from prefect import get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+from prefect.states import Completed
+
+from flows.launch import StageFailed
+from flows.record import DvcRecord
+from flows.worker import (
+    FLOW_NAME,
+    beat_variable,
+    deployment_name,
+    git_head,
+    parse_result,
+)
+from pipeline.core.errors import ConfigError
+from pipeline.plan import StageInstance
+
+
+class WorkerLost(RuntimeError):
+    """The worker running a stage stopped answering; the stage is retried elsewhere."""
+
+
+@dataclass(frozen=True)
+class PoolJob:
+    """What every run on the pool needs from the flow (plain values: it travels to threads)."""
+
+    pool: str
+    commit: str
+    params_text: str
+    device: str
+    lost_after_s: float = 60.0
+    poll_s: float = 1.0
+
+
+def runs_in_flow(inst: StageInstance) -> bool:
+    """``prepare`` and ``report`` (no model, no GPU) stay in the flow's process."""
+    return inst.gpus == 0
+
+
+def queue_for(inst: StageInstance, device: str) -> str:
+    if device == "cpu" or inst.gpus == 0:
+        return "cpu"
+    return f"gpu{inst.gpus}"
+
+
+def _changed_code(root: Path) -> list[str]:
+    """Tracked files that differ from HEAD, but for those the flow itself writes."""
+    out = subprocess.run(
+        ["git", "status", "--porcelain", "--untracked-files=no"],
+        cwd=root, capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    own = {"params.yaml", "dvc.lock", ".gitignore"}
+    paths = [line[3:] for line in out.stdout.splitlines() if line[3:]]
+    return [p for p in paths if p not in own and not p.endswith("/.gitignore")]
+
+
+def pool_job(pool: str, root: Path, instances: list[StageInstance], device: str,
+             lost_after_s: float) -> PoolJob:  # fmt: skip
+    """Check the pool can run ``instances`` and collect what its runs need; ConfigError if not."""
+    commit = git_head(root)
+    changed = _changed_code(root)
+    if changed:
+        raise ConfigError(
+            f"workers run the committed code, and {changed[0]} has uncommitted changes: "
+            "commit them (and check that commit out on every worker)"
+        )
+    queues = sorted({queue_for(i, device) for i in instances if not runs_in_flow(i)})
+    missing = [q for q in queues if not _served(pool, q)]
+    if missing:
+        raise ConfigError(
+            f"--pool {pool}: no worker has served queue {missing[0]!r} "
+            f"(deployment {FLOW_NAME}/{deployment_name(pool, missing[0])}); start one in a "
+            f"clone with `python -m flows.worker --pool {pool}`"
+        )
+    params_text = (root / "params.yaml").read_text()
+    return PoolJob(pool, commit, params_text, device, lost_after_s)
+
+
+def _served(pool: str, queue: str) -> bool:
+    from prefect.client.orchestration import get_client
+    from prefect.exceptions import ObjectNotFound
+
+    with get_client(sync_client=True) as client:
+        try:
+            client.read_deployment_by_name(f"{FLOW_NAME}/{deployment_name(pool, queue)}")
+        except ObjectNotFound:
+            return False
+    return True
+
+
+def _outs(entry: dict) -> list[str]:
+    return [out["path"] for out in entry.get("outs") or []]
+
+
+# -- one instance on the pool ---------------------------------------------------------------------
+
+
+def await_run(client, run_id, ident: str, job: PoolJob, log):
+    """The run's final state; WorkerLost when its worker's heartbeat stops."""
+    from prefect.states import Crashed
+
+    name = beat_variable(str(run_id))
+    seen = None
+    alive_at = None
+    waiting_logged = False
+    while True:
+        state = client.read_flow_run(run_id).state
+        if state is not None and state.is_final():
+            return state
+        now = time.monotonic()
+        if state is None or state.is_scheduled():
+            if not waiting_logged:
+                log.info("%s: waiting for a worker of pool %s", ident, job.pool)
+                waiting_logged = True
+            time.sleep(job.poll_s)
+            continue
+        alive_at = alive_at or now  # taken: the heartbeat must start within lost_after_s
+        beat = client.read_variable_by_name(name)
+        if beat is not None and beat.value != seen:
+            seen, alive_at = beat.value, now
+        if now - alive_at > job.lost_after_s:
+            message = f"worker lost: no heartbeat for {job.lost_after_s:.0f} s"
+            client.set_flow_run_state(run_id, Crashed(message=message), force=True)
+            with contextlib.suppress(Exception):  # clean-up only
+                client.delete_variable_by_name(name)
+            raise WorkerLost(f"{ident}: {message}; running it again on the pool")
+        time.sleep(job.poll_s)
+
+
+def read_result(client, run_id) -> dict | None:
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
+
+    found = client.read_artifacts(
+        artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[run_id]))
+    )
+    for artifact in found:
+        if isinstance(artifact.data, str) and "```json" in artifact.data:
+            return parse_result(artifact.data)
+    return None
+
+
+def run_on_pool(root: str, inst: StageInstance, job: PoolJob, log) -> tuple[str, str]:
+    """Like :func:`flows.transfer.execute_stage`, with the run on a worker; ``(status, message)``."""
+    from prefect.client.orchestration import get_client
+    from prefect.deployments import run_deployment
+
+    record = DvcRecord(root)
+    if not record.changed(inst.id):
+        record.push(inst.id)  # workers downstream pull it from the remote
+        return "up to date", "unchanged since dvc.lock; not run"
+    if record.restore(inst.id):
+        record.push(inst.id)
+        return "restored", "restored from DVC's run-cache; not run"
+    upstream = {}
+    for up in inst.upstream:
+        entry = record.entry(up)
+        if entry is None:
+            raise ConfigError(f"{inst.id}: upstream {up} has no dvc.lock entry; run it first")
+        upstream[up] = entry
+    queue = queue_for(inst, job.device)
+    parameters = {"ident": inst.id, "upstream": upstream, "params_text": job.params_text,
+                  "commit": job.commit, "queue": queue}  # fmt: skip
+    run = run_deployment(
+        f"{FLOW_NAME}/{deployment_name(job.pool, queue)}",
+        parameters=parameters,
+        timeout=0,
+        flow_run_name=inst.id,
+        tags=[job.pool, queue],
+    )
+    log.info("%s: submitted to pool %s, queue %s (flow run %s)", inst.id, job.pool, queue, run.name)
+    with get_client(sync_client=True) as client:
+        state = await_run(client, run.id, inst.id, job, log)
+        result = read_result(client, run.id)
+    if result is None:
+        raise WorkerLost(f"{inst.id}: the worker's run ended {state.name} without a result")
+    if not result["ok"]:
+        raise StageFailed(inst.id, result["exit_code"], [f"error: {result['message']}"])
+    entry = result["entry"]
+    record.write_entries({inst.id: entry})
+    record.pull(_outs(entry))  # this workspace holds every output, as after dvc repro
+    return "ran", f"ran on worker {result['worker']}; recorded in dvc.lock"
+
+
+def _retryable(task, task_run, state) -> bool:
+    from flows.transfer import _retryable as local_rule
+
+    return local_rule(task, task_run, state)
+
+
+@task(name="stage on pool", cache_policy=NO_CACHE, persist_result=False,
+      retry_condition_fn=_retryable)  # fmt: skip
+def pool_stage(root: str, inst: StageInstance, job: PoolJob):
+    """Prefect task: one instance, run on a worker of the pool (or in the flow if it has no model)."""
+    log = get_run_logger()
+    try:
+        if runs_in_flow(inst):
+            from flows.transfer import execute_stage
+
+            status, message = execute_stage(DvcRecord(root), inst, None, log)
+            DvcRecord(root).push(inst.id)
+        else:
+            status, message = run_on_pool(root, inst, job, log)
+    except (StageFailed, WorkerLost) as exc:
+        log.error("%s", exc)
+        raise
+    log.info("%s: %s", inst.id, message)
+    if status == "ran":
+        return Completed(message=message, data=status)
+    return Completed(
+        name="Up to date" if status == "up to date" else "Restored", message=message, data=status
+    )

@@ -1,0 +1,314 @@
+"""A GPU worker of a pool: runs single stage instances for a flow elsewhere, in its own clone.
+
+``python -m flows.worker --pool NAME [--gpus N] [--queue Q ...] [--limit N] [--checkpoint-dir DIR]``
+
+Started in a git clone of the project (at the commit the flow runs), with the project's DVC
+remote configured. It serves the deployments ``pool-stage/<pool>-<queue>`` for the queues it can
+take (``cpu`` and ``gpu1`` .. ``gpuN`` for its N GPUs); several workers serve the same
+deployments and Prefect hands each run to exactly one of them. One run is one stage instance:
+
+1. check that this clone is at the flow's commit and write the flow's ``params.yaml``;
+2. put the ``dvc.lock`` entries of its upstream instances (sent by the flow) into this clone's
+   ``dvc.lock`` and pull exactly the outputs of them that the instance reads from the remote;
+   an object that cannot be pulled stops the run with one line naming it, before anything runs;
+3. run the command ``dvc.yaml`` declares, on GPUs taken by file locks (so runs on one machine
+   never share a GPU; a training stage with ``train.gpus`` > 1 relaunches itself under torchrun);
+4. record the outputs in this clone's DVC cache, push them to the remote, and publish the
+   instance's new ``dvc.lock`` entry as an artifact of the run, which the flow writes into its
+   own ``dvc.lock`` (:mod:`flows.pool`).
+
+While it runs, the worker sets a heartbeat variable every few seconds; a flow that sees it stop
+declares the worker lost and runs the stage again on another worker, which resumes from the
+last checkpoint when checkpoints live in a folder every worker reaches
+(``$PIPELINE_CHECKPOINT_DIR``, see :func:`pipeline.core.paths.checkpoints`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import fcntl
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+from prefect import flow, get_run_logger
+from prefect.artifacts import create_markdown_artifact
+from prefect.runtime import flow_run
+from prefect.states import Completed, Failed
+
+from flows.launch import StageFailed, child_env, run_streaming, stage_argv
+from flows.record import DvcRecord, MissingObject
+from pipeline.core.errors import ConfigError, PipelineError
+from pipeline.core.io import atomic_write_text
+from pipeline.core.paths import CHECKPOINT_DIR_ENV
+
+FLOW_NAME = "pool-stage"
+WORKER_ENV = "PIPELINE_WORKER_NAME"
+BEAT_ENV = "PIPELINE_POOL_BEAT_S"
+RESULT_FENCE = "```json"
+USER_ERROR = PipelineError.exit_code  # 2: the same on any worker, so never retried
+
+
+def deployment_name(pool: str, queue: str) -> str:
+    return f"{pool}-{queue}"
+
+
+def beat_variable(run_id: str) -> str:
+    return f"pool-beat-{run_id}"
+
+
+def queue_gpus(queue: str) -> int:
+    return int(queue[3:]) if queue.startswith("gpu") else 0
+
+
+# -- one stage instance in this clone ------------------------------------------------------------
+
+
+def git_head(root: Path) -> str:
+    out = subprocess.run(
+        ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=False
+    )
+    if out.returncode != 0:
+        raise ConfigError(f"{root} is not a git checkout; a pool worker runs in a clone")
+    return out.stdout.strip()
+
+
+def needed_outputs(deps: list[str], upstream: dict[str, dict]) -> list[str]:
+    """Outputs of the upstream entries that the instance reads: a dep, inside one, or holding one."""
+    needed = []
+    for entry in upstream.values():
+        for out in entry.get("outs") or []:
+            path = out["path"]
+            if any(d == path or d.startswith(path + "/") or path.startswith(d + "/") for d in deps):
+                needed.append(path)
+    return needed
+
+
+def run_here(
+    root: Path,
+    ident: str,
+    upstream: dict[str, dict],
+    params_text: str,
+    commit: str,
+    devices: list[int] | None,
+    log,
+) -> dict:
+    """Pull what ``ident`` reads, run it, cache and push its outputs; its new lock entry."""
+    head = git_head(root)
+    if head != commit:
+        raise ConfigError(
+            f"worker clone {root} is at commit {head[:12]}, the flow at {commit[:12]}: "
+            f"run `git fetch && git checkout {commit[:12]}` there"
+        )
+    params = root / "params.yaml"
+    if not params.is_file() or params.read_text() != params_text:
+        atomic_write_text(params, params_text)
+    record = DvcRecord(root)
+    record.write_entries(upstream)
+    deps = record.deps(ident)
+    pulled = needed_outputs(deps, upstream)
+    log.info("%s: pulling %d upstream output(s) from the DVC remote", ident, len(pulled))
+    record.pull(pulled)
+    missing = [d for d in deps if not (root / d).exists()]
+    if missing:
+        record.pull(missing)  # data tracked by a .dvc file, if that is what they are
+        missing = [d for d in missing if not (root / d).exists()]
+    if missing:
+        raise MissingObject(f"cannot pull {missing[0]}: no upstream stage or .dvc file provides it")
+    record.clear(ident)
+    argv = stage_argv(record.command(ident))
+    env = child_env(devices)
+    env.update({"DVC_ROOT": str(root), "DVC_STAGE": ident})
+    log.info("%s: %s", ident, " ".join(argv[1:]))
+    run_streaming(argv, env, log, ident, cwd=str(root))
+    record.commit(ident)
+    record.push(ident)
+    return record.entry(ident)
+
+
+# -- GPUs and heartbeat ---------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def gpus_taken(count: int, poll_s: float = 2.0) -> Iterator[list[int] | None]:
+    """``count`` GPU indices held by file locks for the run; waits while others hold them."""
+    if count == 0:
+        yield None
+        return
+    from pipeline.core.launch import visible_gpus
+
+    visible = visible_gpus()
+    if count > visible:
+        raise ConfigError(f"this stage needs {count} GPUs, this worker sees {visible}")
+    folder = Path(tempfile.gettempdir())
+    held: list[tuple[int, object]] = []
+    try:
+        while len(held) < count:
+            for index in range(visible):
+                if len(held) == count or any(i == index for i, _ in held):
+                    continue
+                handle = open(folder / f"pipeline-gpu-{index}.lock", "w")  # noqa: SIM115
+                try:
+                    fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    held.append((index, handle))
+                except BlockingIOError:
+                    handle.close()
+            if len(held) < count:
+                for _, handle in held:  # never sit on some GPUs while waiting for more
+                    handle.close()
+                held.clear()
+                time.sleep(poll_s)
+        yield sorted(i for i, _ in held)
+    finally:
+        for _, handle in held:
+            handle.close()
+
+
+@contextlib.contextmanager
+def heartbeat(run_id: str, every_s: float) -> Iterator[None]:
+    """A variable that changes every ``every_s`` seconds while this run is alive."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.actions import VariableCreate, VariableUpdate
+
+    name = beat_variable(run_id)
+    stop = threading.Event()
+
+    def beat() -> None:
+        count = 0
+        with get_client(sync_client=True) as client:
+            while not stop.is_set():
+                count += 1
+                with contextlib.suppress(Exception):  # a missed beat is not an error
+                    if count == 1:
+                        client.create_variable(VariableCreate(name=name, value=count))
+                    else:
+                        client.update_variable(VariableUpdate(name=name, value=count))
+                stop.wait(every_s)
+            with contextlib.suppress(Exception):
+                client.delete_variable_by_name(name)
+
+    thread = threading.Thread(target=beat, name="pool-heartbeat", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join(timeout=10)
+
+
+def publish(ident: str, result: dict) -> None:
+    """The run's outcome as an artifact: readable in the UI, parsed by the flow."""
+    status = "ran" if result["ok"] else f"failed (exit {result['exit_code']})"
+    body = json.dumps(result, indent=1, sort_keys=True)
+    create_markdown_artifact(
+        markdown=f"**{ident}** on worker `{result['worker']}`: {status}\n\n{RESULT_FENCE}\n{body}\n```",
+        description=f"{ident}: its dvc.lock entry",
+    )
+
+
+def parse_result(markdown: str) -> dict:
+    """Inverse of :func:`publish`."""
+    start = markdown.index(RESULT_FENCE) + len(RESULT_FENCE)
+    return json.loads(markdown[start : markdown.rindex("```")])
+
+
+@flow(name=FLOW_NAME, flow_run_name="{ident}", persist_result=False, log_prints=True)
+def stage_on_worker(ident: str, upstream: dict, params_text: str, commit: str, queue: str = "cpu"):
+    """Run one stage instance in this worker's clone; publishes its ``dvc.lock`` entry."""
+    log = get_run_logger()
+    worker = os.environ.get(WORKER_ENV) or socket.gethostname()
+    root = Path.cwd().resolve()
+    log.info("%s: on worker %s (%s)", ident, worker, root)
+    result: dict = {"worker": worker, "ident": ident}
+    try:
+        beat_s = float(os.environ.get(BEAT_ENV) or 10)
+        with heartbeat(str(flow_run.get_id()), beat_s), gpus_taken(queue_gpus(queue)) as devices:
+            entry = run_here(root, ident, upstream, params_text, commit, devices, log)
+        result.update(ok=True, entry=entry)
+    except StageFailed as exc:
+        result.update(ok=False, exit_code=exc.exit_code, message=str(exc))
+    except MissingObject as exc:
+        result.update(ok=False, exit_code=USER_ERROR, message=f"{ident}: {exc}")
+    except PipelineError as exc:
+        result.update(ok=False, exit_code=exc.exit_code, message=f"{ident}: {exc}")
+    publish(ident, result)
+    if not result["ok"]:
+        log.error("%s", result["message"])
+        return Failed(message=result["message"])
+    log.info("ran %s on worker %s", ident, worker)
+    return Completed(message=f"ran on {worker}")
+
+
+# -- serving ----------------------------------------------------------------------------------
+
+
+def default_queues(gpus: int) -> list[str]:
+    return ["cpu", *(f"gpu{n}" for n in range(1, gpus + 1))]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m flows.worker", description=__doc__.split("\n")[0]
+    )
+    parser.add_argument("--pool", required=True, help="the name the flow's --pool gives")
+    parser.add_argument("--gpus", type=int, default=None, help="GPUs here (default: all visible)")
+    parser.add_argument("--queue", action="append", dest="queues", metavar="Q",
+                        help="queues to serve (default: cpu, gpu1 .. gpuN)")  # fmt: skip
+    parser.add_argument("--limit", type=int, default=None, help="runs at once (default: GPUs, 1)")
+    parser.add_argument("--name", default=None, help="worker name in logs (default: host:folder)")
+    parser.add_argument("--checkpoint-dir", default=None,
+                        help=f"shared checkpoint folder (default: ${CHECKPOINT_DIR_ENV})")  # fmt: skip
+    parser.add_argument("--poll", type=float, default=5.0, help="seconds between polls")
+    parser.add_argument("--beat", type=float, default=10.0, help="seconds between heartbeats")
+    ns = parser.parse_args(argv)
+    root = Path.cwd().resolve()
+    try:
+        if not (root / "dvc.yaml").is_file():
+            raise ConfigError(f"no dvc.yaml in {root}: start the worker in a clone of the project")
+        git_head(root)
+        if ns.gpus is None:
+            from pipeline.core.launch import visible_gpus
+
+            ns.gpus = visible_gpus()
+        queues = ns.queues or default_queues(ns.gpus)
+        bad = [q for q in queues if q != "cpu" and not (q[:3] == "gpu" and q[3:].isdigit())]
+        if bad:
+            raise ConfigError(f"--queue {bad[0]!r}: allowed are cpu, gpu1, gpu2, ...")
+    except PipelineError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    os.environ[WORKER_ENV] = ns.name or f"{socket.gethostname()}:{root.name}"
+    os.environ[BEAT_ENV] = str(ns.beat)
+    if ns.checkpoint_dir:
+        os.environ[CHECKPOINT_DIR_ENV] = str(Path(ns.checkpoint_dir).expanduser().resolve())
+    import asyncio
+
+    from prefect.runner import Runner
+
+    import flows.worker as this  # the flow by its module name, not __main__, for run processes
+
+    runner = Runner(name=os.environ[WORKER_ENV].replace(":", "-"), query_seconds=ns.poll,
+                    limit=ns.limit or max(ns.gpus, 1), pause_on_shutdown=False)  # fmt: skip
+    for queue in queues:
+        runner.add_deployment(
+            this.stage_on_worker.to_deployment(
+                name=deployment_name(ns.pool, queue), tags=[ns.pool, queue]
+            )
+        )
+    print(f"worker {os.environ[WORKER_ENV]} serves pool {ns.pool}, queues {', '.join(queues)}",
+          flush=True)  # fmt: skip
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(runner.start())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
