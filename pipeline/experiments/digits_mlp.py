@@ -27,9 +27,10 @@ from pipeline.experiments import plots
 from pipeline.experiments.common import branch_epoch, mlp, run_attack
 from pipeline.experiments.config import DigitsSettings, ExperimentsConfig
 from pipeline.experiments.trainer import TrainSettings, accuracy, train_in_memory, weight_layers
-from pipeline.experiments.util import cpu_seconds, mean_std
+from pipeline.experiments.util import cpu_seconds
 from pipeline.readout import fit_readout, install_readout
 from pipeline.regularizers import build_regularizers
+from pipeline.report.stats import mean_std
 
 log = logging.getLogger(__name__)
 IMAGE_SIZE = 8

@@ -36,8 +36,9 @@ from pipeline.experiments.trainer import (
     train_stacked,
     weight_layers,
 )
-from pipeline.experiments.util import cpu_seconds, mean_std
+from pipeline.experiments.util import cpu_seconds
 from pipeline.regularizers import build_regularizers
+from pipeline.report.stats import mean_std
 
 log = logging.getLogger(__name__)
 
