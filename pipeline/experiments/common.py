@@ -114,7 +114,9 @@ def sigma_layers(rows: list[dict]) -> list[str]:
     return [k.split("/", 1)[1] for k in rows[0] if k.startswith("sigma_final/")]
 
 
-def sigma_keys(layers: list[str]) -> list[str]:
+def sigma_keys(rows: list[dict]) -> list[str]:
+    """The σ_max metrics of those layers: at the branch epoch, then at the end."""
+    layers = sigma_layers(rows)
     return [f"sigma_branch/{la}" for la in layers] + [f"sigma_final/{la}" for la in layers]
 
 

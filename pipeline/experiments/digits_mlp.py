@@ -28,7 +28,6 @@ from pipeline.experiments.common import (
     mlp,
     run_attack,
     sigma_keys,
-    sigma_layers,
     write_seed_tables,
 )
 from pipeline.experiments.config import DigitsSettings, ExperimentsConfig
@@ -167,7 +166,7 @@ def write_outputs(s: DigitsSettings, rows: list[dict], extra: dict) -> None:
     out = Path(s.out)
     variants = list(s.variants)
     keys = ["test_acc", "mean_distance", "readout_test_acc", "readout_mean_distance", "train_acc"]
-    groups = group_summary(rows, keys + sigma_keys(sigma_layers(rows)))
+    groups = group_summary(rows, keys + sigma_keys(rows))
     write_seed_tables(out, "digits_mlp", s, rows, groups, extra)
 
     def by_variant(key: str) -> dict[str, list[float]]:

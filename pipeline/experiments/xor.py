@@ -216,7 +216,7 @@ def write_outputs(s: XorSettings, trained: dict, rows: list[dict], maps: dict):
     variants = list(s.variants)
     layers = sigma_layers(rows)
     keys = ["mean_distance", "mean_grid_margin", "centre_volume_median", "train_acc"]
-    groups = group_summary(rows, keys + sigma_keys(layers))
+    groups = group_summary(rows, keys + sigma_keys(rows))
     extra = {"branch_epoch": trained["branch"], "cpu_seconds": cpu_seconds()}
     write_seed_tables(out, "xor", s, rows, groups, extra)
     sigma_rows = [
