@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import pytest
-import yaml
 
-from pipeline.core.config import apply_overrides, load_config, validate
+from pipeline.core.config import apply_overrides, load_config, read_params, validate
 from pipeline.core.errors import ConfigError
 from tests.conftest import REPO, tiny_params
 
@@ -90,5 +89,5 @@ def test_backbone_names_must_be_unique_across_supervised_and_ssl():
 def test_every_config_file_validates():
     files = sorted((REPO / "configs").glob("*.yaml"))
     for path in files:
-        data = yaml.safe_load(path.read_text())
+        data = read_params(path)  # its extends: chain composed
         validate(data, source=str(path))

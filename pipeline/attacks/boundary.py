@@ -244,22 +244,44 @@ def run_boundary_attack(
     x: torch.Tensor,
     y: torch.Tensor,
     *,
-    iterations: int,
-    max_queries: int | torch.Tensor | None,
-    gamma: float,
-    init_probes: int,
-    max_probes: int,
-    box: tuple[float, float],
-    seed: int,
-    init_tries: int,
-    fallback_pool: tuple[torch.Tensor, torch.Tensor] | None,
-    starts: torch.Tensor | None,
-    max_halvings: int,
-    max_probe_elements: int,
-    verify: bool,
+    iterations: int = 40,
+    max_queries: int | torch.Tensor | None = None,
+    gamma: float = 1.0,
+    init_probes: int = 100,
+    max_probes: int = 10_000,
+    box: tuple[float, float] = (0.0, 1.0),
+    seed: int = 0,
+    init_tries: int = 2_000,
+    fallback_pool: tuple[torch.Tensor, torch.Tensor] | None = None,
+    starts: torch.Tensor | None = None,
+    max_halvings: int = 20,
+    max_probe_elements: int = 2**25,
+    verify: bool = True,
     checkpoints=(),
 ) -> AttackResult:
-    """Validate the inputs and run ``attack_cls`` for ``iterations`` (see ``tangent_attack``).
+    """Run ``attack_cls`` (its step) on a batch ``x`` (shape ``(B, ...)``) with labels ``y``.
+
+    ``predict(inputs) -> labels`` answers hard labels for inputs shaped like ``x[1:]``; a
+    :class:`~pipeline.attacks.oracle.LabelOracle` (or anything with ``takes_owners = True``) is
+    also given ``owners=``, the sample index of each row, so it can count queries per sample
+    independently of the attack. ``predict`` must not keep references to its inputs: probe
+    buffers are reused from one call to the next.
+
+    ``iterations`` is T. ``max_queries`` (int or per-sample tensor) is a query budget that no
+    sample exceeds: a sample drops out when it cannot pay for one more probe, step test and
+    full binary search. ``gamma`` sets the binary-search tolerance ``θ = γ / (d √d)``;
+    ``n_t = min(init_probes·√t, max_probes)`` (``init_probes`` is HopSkipJump's ``B₀``).
+    ``init_tries`` bounds the random-noise starts; ``fallback_pool = (inputs, labels)`` supplies
+    starts where noise never fools the model (the nearest pool input of another class that the
+    model classifies correctly). ``starts`` (shaped like ``x``) are candidate adversarial starts
+    tried first, one query each. ``max_halvings`` bounds the step halvings per iteration;
+    ``max_probe_elements`` bounds the floats of one chunk of probes in memory. With ``verify``
+    every returned point is re-queried once at the end and, should a boundary point have changed
+    label (the model's rounding can depend on the batch it is evaluated in), pushed outward
+    along its ray until it is adversarial again. ``checkpoints`` are query counts at which the
+    best distance so far is recorded (``result.at_queries``). Same inputs and ``seed`` on the
+    same device give the same result. Runs under ``torch.no_grad``: a hard-label attack never
+    needs gradients.
 
     The start phase draws from the generator first, so two attacks run with the same ``seed``
     on the same inputs start from the same points.

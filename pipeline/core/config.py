@@ -12,10 +12,11 @@ import re
 import types
 import typing
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -39,6 +40,16 @@ DATA_SOURCES = (
     "image_folder",
 )
 ARCHITECTURES = ("small_resnet", "resnet18_small", "resnet18", "resnet50", "mlp")
+
+
+def _known(what: str, value: str, allowed: tuple[str, ...]) -> str:
+    if value not in allowed:
+        raise ValueError(f"unknown {what} {value!r}; allowed: {', '.join(allowed)}")
+    return value
+
+
+DataSource = Annotated[str, AfterValidator(lambda v: _known("dataset source", v, DATA_SOURCES))]
+Architecture = Annotated[str, AfterValidator(lambda v: _known("model arch", v, ARCHITECTURES))]
 
 
 class Strict(BaseModel):
@@ -70,7 +81,7 @@ class RunSpec(Strict):
 class DataSpec(Strict):
     """One dataset: a source read from a local root, at a given resolution."""
 
-    source: str
+    source: DataSource
     root: str | None = None  # relative to the repository (raw data by convention under data/)
     train_split: str = "train"
     test_split: str = "test"
@@ -88,13 +99,6 @@ class DataSpec(Strict):
     # shuffle_buffer x sample size per worker); 0 reads each shard's samples in written order.
     shuffle_buffer: int = Field(1000, ge=0)
 
-    @field_validator("source")
-    @classmethod
-    def _known_source(cls, v: str) -> str:
-        if v not in DATA_SOURCES:
-            raise ValueError(f"unknown dataset source {v!r}; allowed: {', '.join(DATA_SOURCES)}")
-        return v
-
     @model_validator(mode="after")
     def _stream_needs_shards(self) -> DataSpec:
         if self.stream and self.source != "shards":
@@ -105,18 +109,11 @@ class DataSpec(Strict):
 
 
 class ModelSpec(Strict):
-    arch: str = "small_resnet"
+    arch: Architecture = "small_resnet"
     widths: list[int] = Field(default_factory=lambda: [16, 32, 64, 128], min_length=1)
     blocks: list[int] = Field(default_factory=lambda: [1, 1, 1, 1], min_length=1)
     hidden: list[int] = Field(default_factory=lambda: [2000], min_length=1)  # mlp only
     activation: Literal["relu", "gelu"] = "relu"  # mlp only
-
-    @field_validator("arch")
-    @classmethod
-    def _known_arch(cls, v: str) -> str:
-        if v not in ARCHITECTURES:
-            raise ValueError(f"unknown model arch {v!r}; allowed: {', '.join(ARCHITECTURES)}")
-        return v
 
     @model_validator(mode="after")
     def _blocks_match_widths(self) -> ModelSpec:
@@ -162,15 +159,13 @@ class TrainSpec(Strict):
 
 
 class PrepareOutput(Strict):
-    source: str = "digits"
+    source: DataSource = "digits"
     root: str | None = None
     options: dict[str, Any] = Field(default_factory=dict)
     splits: list[str] = Field(default_factory=lambda: ["train", "test"], min_length=1)
     # Write samples in an order drawn from this seed (sources list them class by class): needed
     # for sets trained on with data.stream, whose shuffle buffer mixes only nearby samples.
     shuffle_seed: int | None = None
-
-    _check_source = field_validator("source")(DataSpec._known_source.__func__)
 
 
 class PrepareSpec(Strict):

@@ -363,28 +363,9 @@ class ShardDataset(Dataset):
             for sample in _read_range(path, 0, count):
                 yield _decode(sample, self.mode)
 
-    def training_stream(
-        self,
-        transform: Callable | None,
-        *,
-        batch_size: int,
-        order_seed: int,
-        augment_seed: int,
-        rank: int = 0,
-        world: int = 1,
-        num_workers: int = 0,
-    ) -> ShardStream:
-        """This set's training batches for one rank; see :class:`ShardStream`."""
-        return ShardStream(
-            self,
-            transform,
-            batch_size=batch_size,
-            order_seed=order_seed,
-            augment_seed=augment_seed,
-            rank=rank,
-            world=world,
-            num_workers=num_workers,
-        )
+    def training_stream(self, transform: Callable | None, **options) -> ShardStream:
+        """This set's training batches for one rank; ``options`` are :class:`ShardStream`'s."""
+        return ShardStream(self, transform, **options)
 
     def __repr__(self) -> str:
         return (

@@ -1,16 +1,20 @@
-"""Pieces shared by the experiment stages: model construction, the attack call, branching."""
+"""Pieces shared by the experiment stages: model construction, the attack call, branching,
+the per-seed tables."""
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
+from pydantic import BaseModel
 from torch import nn
 
 from pipeline.attacks import LabelOracle, tangent_attack
 from pipeline.core.config import ModelSpec
+from pipeline.core.io import write_csv, write_json
 from pipeline.experiments.config import AttackSettings
 from pipeline.experiments.trainer import Snapshot, TrainResult, TrainSettings, train_in_memory
 from pipeline.models import SplitModel, build_model
@@ -103,3 +107,42 @@ def run_attack(
         "mean_queries": float(result.queries.double().mean()),
         "total_queries": int(oracle.total_queries),
     }
+
+
+def sigma_layers(rows: list[dict]) -> list[str]:
+    """The layers whose final σ_max the runs recorded (``sigma_final/<layer>``)."""
+    return [k.split("/", 1)[1] for k in rows[0] if k.startswith("sigma_final/")]
+
+
+def sigma_keys(rows: list[dict]) -> list[str]:
+    """The σ_max metrics of those layers: at the branch epoch, then at the end."""
+    layers = sigma_layers(rows)
+    return [f"sigma_branch/{la}" for la in layers] + [f"sigma_final/{la}" for la in layers]
+
+
+def write_seed_tables(
+    out: Path,
+    experiment: str,
+    settings: BaseModel,
+    rows: list[dict],
+    groups: list[dict],
+    extra: dict,
+) -> None:
+    """``metrics.json`` (settings, every run, the per-group means over seeds, ``extra``) and the
+    same runs and groups as ``runs.csv`` and ``groups.csv`` (list-valued fields left out)."""
+    layers = sigma_layers(rows)
+    write_json(
+        out / "metrics.json",
+        {
+            "experiment": experiment,
+            "settings": settings.model_dump(mode="json"),
+            "feature_layers": [la for la in layers if la != "head"],
+            "runs": rows,
+            "groups": groups,
+            **extra,
+        },
+    )
+    write_csv(
+        out / "runs.csv", [{k: v for k, v in r.items() if not isinstance(v, list)} for r in rows]
+    )
+    write_csv(out / "groups.csv", groups)

@@ -8,9 +8,9 @@ keys are errors, as in the main ``params.yaml``.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import AfterValidator, Field, ValidationError, field_validator, model_validator
 
 from pipeline.core.config import Strict, _override_behind, apply_overrides, read_params
 from pipeline.core.errors import ConfigError
@@ -63,6 +63,11 @@ def _activation_ok(v: str) -> str:
     return v
 
 
+#: Regularizer lists by variant name; REQUIRED_VARIANTS must be there, ``none`` empty.
+Variants = Annotated[dict[str, list[RegularizerConfig]], AfterValidator(_variants_ok)]
+Activation = Annotated[str, AfterValidator(_activation_ok)]
+
+
 class MapSettings(Strict):
     """Decision-boundary and volume-element maps over the input plane (rep-spectral Fig. 3)."""
 
@@ -79,27 +84,17 @@ class XorSettings(Strict):
     out: str = "reports/papers/xor"
     seeds: list[int] = Field(default_factory=lambda: list(range(10)), min_length=1)
     hidden: int = Field(8, ge=1)
-    activation: str = "gelu"
+    activation: Activation = "gelu"
     epochs: int = Field(15_000, ge=1)
     lr: float = Field(1.0, gt=0)
     momentum: float = Field(0.9, ge=0, lt=1)
     weight_decays: list[float] = Field(default_factory=lambda: [0.0, 1e-4], min_length=1)
-    variants: dict[str, list[RegularizerConfig]]
+    variants: Variants
     log_every: int = Field(50, ge=1, description="epochs between σ_max records (Fig. 4)")
     attack: AttackSettings = Field(
         default_factory=lambda: AttackSettings(box=(-2.0, 2.0), gamma=0.01)
     )
     maps: MapSettings = Field(default_factory=MapSettings)
-
-    @field_validator("variants")
-    @classmethod
-    def _variants(cls, v: dict) -> dict:
-        return _variants_ok(v)
-
-    @field_validator("activation")
-    @classmethod
-    def _activation(cls, v: str) -> str:
-        return _activation_ok(v)
 
 
 class ReadoutSettings(Strict):
@@ -117,29 +112,19 @@ class DigitsSettings(Strict):
     test_fraction: float = Field(0.25, gt=0, lt=1, description="digits split (1347 / 450)")
     split_seed: int = 0
     hidden: list[int] = Field(default_factory=lambda: [2000], min_length=1)
-    activation: str = "relu"
+    activation: Activation = "relu"
     epochs: int = Field(200, ge=1)
     batch_size: int = Field(1024, ge=1)
     lr: float = Field(0.1, gt=0)
     momentum: float = Field(0.9, ge=0, lt=1)
     weight_decay: float = Field(1e-4, ge=0)
-    variants: dict[str, list[RegularizerConfig]]
+    variants: Variants
     readout: ReadoutSettings = Field(default_factory=ReadoutSettings)
     n_attack: int = Field(1000, ge=1, description="test images attacked per model (at most all)")
     attack: AttackSettings = Field(default_factory=AttackSettings)
     check_iterations: int | None = Field(
         40, ge=1, description="also attack the first seed with this T (null: no check)"
     )
-
-    @field_validator("variants")
-    @classmethod
-    def _variants(cls, v: dict) -> dict:
-        return _variants_ok(v)
-
-    @field_validator("activation")
-    @classmethod
-    def _activation(cls, v: str) -> str:
-        return _activation_ok(v)
 
 
 class DiagnosticsSettings(Strict):

@@ -21,15 +21,21 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from pipeline.core.io import write_csv, write_json
 from pipeline.data import load_tensors, open_source, to_pixel_tensor
 from pipeline.experiments import plots
-from pipeline.experiments.common import branch_epoch, mlp, run_attack
+from pipeline.experiments.common import (
+    branch_epoch,
+    mlp,
+    run_attack,
+    sigma_keys,
+    write_seed_tables,
+)
 from pipeline.experiments.config import DigitsSettings, ExperimentsConfig
 from pipeline.experiments.trainer import TrainSettings, accuracy, train_in_memory, weight_layers
-from pipeline.experiments.util import cpu_seconds, mean_std
+from pipeline.experiments.util import cpu_seconds
 from pipeline.readout import fit_readout, install_readout
 from pipeline.regularizers import build_regularizers
+from pipeline.report.stats import mean_std
 
 log = logging.getLogger(__name__)
 IMAGE_SIZE = 8
@@ -159,25 +165,9 @@ def group_summary(rows: list[dict], keys: list[str]) -> list[dict]:
 def write_outputs(s: DigitsSettings, rows: list[dict], extra: dict) -> None:
     out = Path(s.out)
     variants = list(s.variants)
-    layers = [k.split("/", 1)[1] for k in rows[0] if k.startswith("sigma_final/")]
     keys = ["test_acc", "mean_distance", "readout_test_acc", "readout_mean_distance", "train_acc"]
-    keys += [f"sigma_branch/{la}" for la in layers] + [f"sigma_final/{la}" for la in layers]
-    groups = group_summary(rows, keys)
-    write_json(
-        out / "metrics.json",
-        {
-            "experiment": "digits_mlp",
-            "settings": s.model_dump(mode="json"),
-            "feature_layers": [la for la in layers if la != "head"],
-            "runs": rows,
-            "groups": groups,
-            **extra,
-        },
-    )
-    write_csv(
-        out / "runs.csv", [{k: v for k, v in r.items() if not isinstance(v, list)} for r in rows]
-    )
-    write_csv(out / "groups.csv", groups)
+    groups = group_summary(rows, keys + sigma_keys(rows))
+    write_seed_tables(out, "digits_mlp", s, rows, groups, extra)
 
     def by_variant(key: str) -> dict[str, list[float]]:
         return {v: [r[key] for r in rows if r["variant"] == v] for v in variants}

@@ -13,6 +13,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.colors import LogNorm  # noqa: E402
 
+from pipeline.report.stats import mean_std  # noqa: E402
+
 COLORS = {
     "none": "tab:gray",
     "ll_spectral": "tab:orange",
@@ -67,8 +69,8 @@ def bars_with_seeds(
             vals = vals[np.isfinite(vals)]
             if vals.size == 0:
                 continue
-            std = vals.std(ddof=1) if vals.size > 1 else 0.0
-            ax.bar(i, vals.mean(), yerr=std, color=color(v), alpha=0.7, capsize=4)
+            mean, std = mean_std(vals)
+            ax.bar(i, mean, yerr=std, color=color(v), alpha=0.7, capsize=4)
             ax.scatter(i + _jitter(vals.size, i), vals, s=10, color="k", zorder=3)
         ax.set_xticks(range(len(variants)), variants, rotation=20)
         ax.set_title(group)

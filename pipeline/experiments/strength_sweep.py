@@ -37,10 +37,11 @@ from pipeline.experiments import plots
 from pipeline.experiments.common import run_attack
 from pipeline.experiments.config import ExperimentsConfig, SweepSettings
 from pipeline.experiments.trainer import TrainSettings, accuracy, train_in_memory
-from pipeline.experiments.util import cpu_seconds, mean_std
+from pipeline.experiments.util import cpu_seconds
 from pipeline.models import SplitModel, build_model
 from pipeline.readout import fit_readout, install_readout
 from pipeline.regularizers import RepSpectral, spectral_summary
+from pipeline.report.stats import mean_std
 
 log = logging.getLogger(__name__)
 MODES = ("plain", "folded")

@@ -23,11 +23,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from scipy import stats
 
 from pipeline.core.io import atomic_write_text
 from pipeline.experiments import plots
 from pipeline.experiments.config import ExperimentsConfig
 from pipeline.experiments.util import cpu_seconds
+from pipeline.report.stats import mean_std
 
 log = logging.getLogger(__name__)
 
@@ -71,10 +73,9 @@ class Comparison:
         d = self.sign * self.diffs
         if d.size < 2:
             return math.nan
-        sd = d.std(ddof=1)
-        if sd == 0:
+        if d.std(ddof=1) == 0:  # scipy answers nan here; the sign of the mean is the verdict
             return math.inf if d.mean() > 0 else -math.inf if d.mean() < 0 else 0.0
-        return float(d.mean() / (sd / math.sqrt(d.size)))
+        return float(stats.ttest_1samp(d, 0.0).statistic)
 
     @property
     def wins(self) -> int:
@@ -136,10 +137,11 @@ def _numeric_items(mapping: dict) -> list[tuple[str, float]]:
 
 
 def _fmt(values: Sequence[float]) -> str:
-    a = np.asarray([v for v in values if v is not None and math.isfinite(v)], float)
-    if a.size == 0:
+    finite = [v for v in values if v is not None and math.isfinite(v)]
+    if not finite:
         return "n/a"
-    return f"{a.mean():.4g} ± {a.std(ddof=1):.2g}" if a.size > 1 else f"{a.mean():.4g}"
+    mean, std = mean_std(finite)
+    return f"{mean:.4g} ± {std:.2g}" if len(finite) > 1 else f"{mean:.4g}"
 
 
 def _by_seed(runs: list[dict], key: str, **where) -> dict[int, float]:

@@ -2,20 +2,9 @@
 
 from __future__ import annotations
 
-import math
 import resource
-from collections.abc import Iterable
 
-import numpy as np
 import torch
-
-
-def mean_std(values: Iterable[float]) -> tuple[float, float]:
-    """Mean and sample standard deviation (ddof = 1; 0 for a single value), NaNs dropped."""
-    a = np.asarray([v for v in values if v is not None and math.isfinite(v)], dtype=float)
-    if a.size == 0:
-        return math.nan, math.nan
-    return float(a.mean()), float(a.std(ddof=1)) if a.size > 1 else 0.0
 
 
 def set_threads(threads: int) -> None:

@@ -25,9 +25,16 @@ import torch
 from tqdm.auto import tqdm
 
 from pipeline.analysis import decision_map, grid, volume_element
-from pipeline.core.io import write_csv, write_json
+from pipeline.core.io import write_csv
 from pipeline.experiments import plots
-from pipeline.experiments.common import branch_epoch, mlp, run_attack
+from pipeline.experiments.common import (
+    branch_epoch,
+    mlp,
+    run_attack,
+    sigma_keys,
+    sigma_layers,
+    write_seed_tables,
+)
 from pipeline.experiments.config import ExperimentsConfig, XorSettings
 from pipeline.experiments.trainer import (
     TrainSettings,
@@ -36,8 +43,9 @@ from pipeline.experiments.trainer import (
     train_stacked,
     weight_layers,
 )
-from pipeline.experiments.util import cpu_seconds, mean_std
+from pipeline.experiments.util import cpu_seconds
 from pipeline.regularizers import build_regularizers
+from pipeline.report.stats import mean_std
 
 log = logging.getLogger(__name__)
 
@@ -206,26 +214,11 @@ def write_outputs(s: XorSettings, trained: dict, rows: list[dict], maps: dict):
     out = Path(s.out)
     x, y = trained["x"].numpy(), trained["y"].numpy()
     variants = list(s.variants)
-    layers = [k.split("/", 1)[1] for k in rows[0] if k.startswith("sigma_final/")]
+    layers = sigma_layers(rows)
     keys = ["mean_distance", "mean_grid_margin", "centre_volume_median", "train_acc"]
-    keys += [f"sigma_branch/{la}" for la in layers] + [f"sigma_final/{la}" for la in layers]
-    groups = group_summary(rows, keys)
-    write_json(
-        out / "metrics.json",
-        {
-            "experiment": "xor",
-            "settings": s.model_dump(mode="json"),
-            "branch_epoch": trained["branch"],
-            "feature_layers": [la for la in layers if la != "head"],
-            "runs": rows,
-            "groups": groups,
-            "cpu_seconds": cpu_seconds(),
-        },
-    )
-    write_csv(
-        out / "runs.csv", [{k: v for k, v in r.items() if not isinstance(v, list)} for r in rows]
-    )
-    write_csv(out / "groups.csv", groups)
+    groups = group_summary(rows, keys + sigma_keys(rows))
+    extra = {"branch_epoch": trained["branch"], "cpu_seconds": cpu_seconds()}
+    write_seed_tables(out, "xor", s, rows, groups, extra)
     sigma_rows = [
         {"weight_decay": wd, "variant": v, "seed": seed, "epoch": h["epoch"], **{
             la: h[f"sigma/{la}"] for la in layers}}

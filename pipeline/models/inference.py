@@ -51,24 +51,16 @@ def evaluate_accuracy(
     dataset: Dataset,
     device: torch.device,
     *,
-    batch_size: int = 256,
-    num_workers: int = 0,
-    rank: int = 0,
     world: int = 1,
+    **options,
 ) -> dict[str, float]:
-    """``test_acc`` and mean cross-entropy ``test_loss`` over the whole dataset (all ranks)."""
+    """``test_acc`` and mean cross-entropy ``test_loss`` over the whole dataset (all ranks).
+
+    ``options`` (``batch_size``, ``num_workers``, ``rank``) go to :func:`predict_batches`."""
     # loss sum, correct, count: accumulated on the device and read once at the end
     sums = torch.zeros(3, dtype=torch.float64, device=device)
     count = 0
-    for _, logits, y in predict_batches(
-        model,
-        dataset,
-        device,
-        batch_size=batch_size,
-        num_workers=num_workers,
-        rank=rank,
-        world=world,
-    ):
+    for _, logits, y in predict_batches(model, dataset, device, world=world, **options):
         logits = logits.float()
         loss = nn.functional.cross_entropy(logits, y, reduction="sum")
         correct = (logits.argmax(1) == y).sum()
@@ -87,23 +79,15 @@ def dataset_features(
     dataset: Dataset,
     device: torch.device,
     *,
-    batch_size: int = 256,
-    num_workers: int = 0,
-    rank: int = 0,
     world: int = 1,
+    **options,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Float32 features ``(N, D)`` and labels ``(N,)`` of the whole dataset, in dataset order,
-    on every rank (each rank computes its share; the shares are gathered and interleaved)."""
+    on every rank (each rank computes its share; the shares are gathered and interleaved).
+
+    ``options`` (``batch_size``, ``num_workers``, ``rank``) go to :func:`predict_batches`."""
     feats, labels = [], []
-    for f, _, y in predict_batches(
-        model,
-        dataset,
-        device,
-        batch_size=batch_size,
-        num_workers=num_workers,
-        rank=rank,
-        world=world,
-    ):
+    for f, _, y in predict_batches(model, dataset, device, world=world, **options):
         feats.append(f.float().cpu().numpy())
         labels.append(y.cpu().numpy())
     local = (np.concatenate(feats), np.concatenate(labels)) if feats else None

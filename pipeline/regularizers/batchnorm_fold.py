@@ -30,7 +30,7 @@ import torch
 from torch import nn
 
 from pipeline.core.errors import ConfigError
-from pipeline.regularizers.layers import frozen_eval
+from pipeline.regularizers.layers import probe_forward
 
 
 def find_batchnorm_after(
@@ -64,12 +64,7 @@ def find_batchnorm_after(
         handles.append(conv.register_forward_hook(conv_hook(name)))
     for module in bn_names:
         handles.append(module.register_forward_pre_hook(bn_hook(module)))
-    try:
-        with frozen_eval(root):
-            root(example_inputs[:2])
-    finally:
-        for handle in handles:
-            handle.remove()
+    probe_forward(root, example_inputs, handles)
     return pairs
 
 

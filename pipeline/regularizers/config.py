@@ -11,7 +11,7 @@ BSS λ = 1e-3, k = 1; nuclear/ℓ1 λ = 0.01. Burn-in defaults to 0 because the 
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
 
@@ -31,9 +31,17 @@ LayerName = Annotated[str, Field(min_length=1)]
 class _Config(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)  # `burn_in: true` is not 1
 
+    #: The regularizer a config builds: every field but ``name`` is one of its arguments.
+    builds: ClassVar[type[Regularizer]]
+
+    def build(self) -> Regularizer:
+        return self.builds(**{f: getattr(self, f) for f in type(self).model_fields if f != "name"})
+
 
 class RepSpectralConfig(_Config):
     """rep-spectral: ``(γ/2)·Σ σ_max(W_l)²`` over the backbone's Conv2d/Linear layers."""
+
+    builds = RepSpectral
 
     name: Literal["rep_spectral"] = "rep_spectral"
     strength: Strength = 1e-3
@@ -50,22 +58,11 @@ class RepSpectralConfig(_Config):
         description="regularize each conv with its BatchNorm2d (eval-mode running statistics)",
     )
 
-    def build(self) -> Regularizer:
-        cls = LLSpectral if self.name == "ll_spectral" else RepSpectral
-        return cls(
-            strength=self.strength,
-            burn_in=self.burn_in,
-            power_steps=self.power_steps,
-            refresh_every=self.refresh_every,
-            layers=self.layers,
-            top_frequencies=self.top_frequencies,
-            track_candidates=self.track_candidates,
-            fold_bn=self.fold_bn,
-        )
-
 
 class LLSpectralConfig(RepSpectralConfig):
     """ll-spectral: rep-spectral plus the readout layer."""
+
+    builds = LLSpectral
 
     name: Literal["ll_spectral"] = "ll_spectral"
 
@@ -73,23 +70,19 @@ class LLSpectralConfig(RepSpectralConfig):
 class ReadoutSpectralConfig(_Config):
     """readout-spectral: ``(γ/2)·σ_max(W_head)²`` on the readout only (no backbone layer)."""
 
+    builds = ReadoutSpectral
+
     name: Literal["readout_spectral"] = "readout_spectral"
     strength: Strength = 1e-3
     burn_in: BurnIn = 0
     power_steps: Positive = 1
     refresh_every: Positive = Field(160, description="optimizer steps between full refreshes")
 
-    def build(self) -> Regularizer:
-        return ReadoutSpectral(
-            strength=self.strength,
-            burn_in=self.burn_in,
-            power_steps=self.power_steps,
-            refresh_every=self.refresh_every,
-        )
-
 
 class LRConfig(_Config):
     """LR virtual layer at 1 (``["features"]``) or 2 (``["features", "layer3"]``) representations."""
+
+    builds = LowRank
 
     name: Literal["lr"] = "lr"
     projection_weight: Strength = Field(1.0, description="λ_c")
@@ -110,54 +103,38 @@ class LRConfig(_Config):
             raise ValueError(f"rank has {len(self.rank)} values but `at` has {len(self.at)} sites")
         return self
 
-    def build(self) -> Regularizer:
-        return LowRank(
-            projection_weight=self.projection_weight,
-            norm_weight=self.norm_weight,
-            rank=self.rank,
-            project_every=self.project_every,
-            nystrom_runs=self.nystrom_runs,
-            at=self.at,
-            pool=self.pool,
-            burn_in=self.burn_in,
-            seed=self.seed,
-        )
-
 
 class BSSConfig(_Config):
     """Batch spectral shrinkage of the k smallest singular values of the batch features."""
+
+    builds = BatchSpectralShrinkage
 
     name: Literal["bss"] = "bss"
     strength: Strength = 1e-3
     k: Positive = 1
     burn_in: BurnIn = 0
 
-    def build(self) -> Regularizer:
-        return BatchSpectralShrinkage(strength=self.strength, k=self.k, burn_in=self.burn_in)
-
 
 class NuclearConfig(_Config):
     """``λ·Σ ‖W_l‖_*`` over the backbone's weight layers."""
+
+    builds = NuclearNorm
 
     name: Literal["nuclear"] = "nuclear"
     strength: Strength = 0.01
     layers: list[LayerName] = Field(default_factory=list)
     burn_in: BurnIn = 0
 
-    def build(self) -> Regularizer:
-        return NuclearNorm(strength=self.strength, burn_in=self.burn_in, layers=self.layers)
-
 
 class L1Config(_Config):
     """``λ·Σ ‖W_l‖_1`` over the backbone's weight layers."""
+
+    builds = L1Norm
 
     name: Literal["l1"] = "l1"
     strength: Strength = 0.01
     layers: list[LayerName] = Field(default_factory=list)
     burn_in: BurnIn = 0
-
-    def build(self) -> Regularizer:
-        return L1Norm(strength=self.strength, burn_in=self.burn_in, layers=self.layers)
 
 
 RegularizerConfig = Annotated[

@@ -112,10 +112,16 @@ def record_input_sizes(
 
     for name, module in layers.items():
         handles.append(module.register_forward_pre_hook(make_hook(name)))
+    probe_forward(root, example_inputs, handles)
+    return sizes
+
+
+def probe_forward(root: nn.Module, example_inputs: torch.Tensor, hooks: list) -> None:
+    """One frozen forward pass of two examples through ``root``; the ``hooks`` (handles of
+    hooks registered for it) are removed afterwards, even when the pass fails."""
     try:
         with frozen_eval(root):
             root(example_inputs[:2])
     finally:
-        for handle in handles:
+        for handle in hooks:
             handle.remove()
-    return sizes

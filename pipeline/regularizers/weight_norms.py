@@ -51,7 +51,7 @@ def _full_precision(W: torch.Tensor) -> torch.Tensor:
 class _WeightNormRegularizer(Regularizer):
     """``strength · Σ_l norm(W_l)`` over the selected Conv2d/Linear layers of the backbone."""
 
-    def __init__(self, strength: float, burn_in: int = 0, layers: Sequence[str] = ()):
+    def __init__(self, strength: float = 0.01, burn_in: int = 0, layers: Sequence[str] = ()):
         super().__init__(strength, burn_in)
         self.layers = list(layers)
         self._targets: list[tuple[str, nn.Module]] = []
@@ -92,9 +92,6 @@ class NuclearNorm(_WeightNormRegularizer):
 
     name = "nuclear"
 
-    def __init__(self, strength: float = 0.01, burn_in: int = 0, layers: Sequence[str] = ()):
-        super().__init__(strength, burn_in, layers)
-
     def norm(self, W: torch.Tensor) -> torch.Tensor:
         return nuclear_norm(W)
 
@@ -103,9 +100,6 @@ class L1Norm(_WeightNormRegularizer):
     """``λ·Σ_l ‖W_l‖_1`` over the backbone's weight layers."""
 
     name = "l1"
-
-    def __init__(self, strength: float = 0.01, burn_in: int = 0, layers: Sequence[str] = ()):
-        super().__init__(strength, burn_in, layers)
 
     def norm(self, W: torch.Tensor) -> torch.Tensor:
         return l1_norm(W)

@@ -12,8 +12,6 @@ from pipeline.models import save_model
 from pipeline.stages.shared import check_names, load_backbone_for, start
 from pipeline.stages.spec import TRAINING_CODE, Arg, Plot, StageSpec
 from pipeline.stages.supervised import open_train_test, train_supervised
-from pipeline.training.checkpoint import CheckpointStore
-from pipeline.training.fingerprint import run_fingerprint
 
 ARGS = (
     Arg("target", help="a name under finetune.targets"),
@@ -57,8 +55,6 @@ def run(cfg, target: str, backbone: str, regularizer: str, seed: int) -> dict:
     regs = cfg.finetune.regularizers[regularizer]
     run_id = paths.finetune_id(target, backbone, regularizer, seed)
     item = {"target": target, "backbone": backbone, "regularizer": regularizer, "seed": seed}
-    run_fp = run_fingerprint(STAGES[0], item, cfg)
-    metrics_dir = paths.stage_metrics("finetune", run_id)
     summary = train_supervised(
         model=model,
         train_raw=train_raw,
@@ -66,11 +62,11 @@ def run(cfg, target: str, backbone: str, regularizer: str, seed: int) -> dict:
         data_spec=tspec.data,
         train_spec=train_spec,
         regularizer_configs=regs,
-        run_cfg=cfg.run,
+        cfg=cfg,
         stage=stage,
-        checkpoints=CheckpointStore(paths.checkpoints("finetune", run_id, run_fp), run_fp),
-        metrics_dir=metrics_dir,
-        desc=f"finetune[{run_id}]",
+        stage_spec=STAGES[0],
+        item=item,
+        run_id=run_id,
     )
     if stage.dist.is_main:
         out_meta = {
@@ -84,14 +80,5 @@ def run(cfg, target: str, backbone: str, regularizer: str, seed: int) -> dict:
             "seed": seed,
         }
         save_model(model, paths.finetune_model(run_id), out_meta)
-        write_json(
-            metrics_dir / "summary.json",
-            {
-                "target": target,
-                "backbone": backbone,
-                "regularizer": regularizer,
-                "seed": seed,
-                **summary,
-            },
-        )
+        write_json(paths.stage_metrics("finetune", run_id) / "summary.json", {**item, **summary})
     return summary

@@ -9,8 +9,6 @@ from pipeline.models import build_model, save_model
 from pipeline.stages.shared import normalization, start
 from pipeline.stages.spec import TRAINING_CODE, Arg, Plot, StageSpec
 from pipeline.stages.supervised import open_train_test, train_supervised
-from pipeline.training.checkpoint import CheckpointStore
-from pipeline.training.fingerprint import run_fingerprint
 
 ARGS = (Arg("variant", help="a name under pretrain.variants"),)
 STAGES = (
@@ -50,8 +48,7 @@ def run(cfg, variant: str) -> dict:
         spec.model, channels, train_raw.num_classes, spec.data.image_size, mean=mean, std=std
     )
     regs = spec.variants[variant]
-    run_fp = run_fingerprint(STAGES[0], {"variant": variant}, cfg)
-    metrics_dir = paths.stage_metrics("pretrain", variant)
+    item = {"variant": variant}
     summary = train_supervised(
         model=model,
         train_raw=train_raw,
@@ -59,11 +56,11 @@ def run(cfg, variant: str) -> dict:
         data_spec=spec.data,
         train_spec=spec.train,
         regularizer_configs=regs,
-        run_cfg=cfg.run,
+        cfg=cfg,
         stage=stage,
-        checkpoints=CheckpointStore(paths.checkpoints("pretrain", variant, run_fp), run_fp),
-        metrics_dir=metrics_dir,
-        desc=f"pretrain[{variant}]",
+        stage_spec=STAGES[0],
+        item=item,
+        run_id=variant,
     )
     if stage.dist.is_main:
         meta = {
@@ -75,5 +72,5 @@ def run(cfg, variant: str) -> dict:
             "variant": variant,
         }
         save_model(model, paths.backbone_model(variant), meta)
-        write_json(metrics_dir / "summary.json", {"variant": variant, **summary})
+        write_json(paths.stage_metrics("pretrain", variant) / "summary.json", {**item, **summary})
     return summary

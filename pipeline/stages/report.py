@@ -6,21 +6,18 @@ from pathlib import Path
 
 from pipeline.core import paths
 from pipeline.core.io import atomic_write_text, write_csv
-from pipeline.report import (
-    IntervalOptions,
-    claim_check,
-    collect_results,
-    compare_with_baseline,
-    comparison_table,
-    markdown_table,
+from pipeline.report.collect import collect_results
+from pipeline.report.compare import compare_with_baseline
+from pipeline.report.figures import (
     plot_pretrain_sigmas,
     plot_queries,
     plot_tradeoff,
     plot_transfer,
-    ranking_sentence,
-    summarize_variants,
-    tradeoff_winner,
 )
+from pipeline.report.findings import claim_check, ranking_sentence, tradeoff_winner
+from pipeline.report.stats import IntervalOptions
+from pipeline.report.tables import comparison_table, markdown_table
+from pipeline.report.variants import summarize_variants
 from pipeline.stages.spec import Arg, StageSpec
 
 OUT_MD = paths.REPORTS / "transfer.md"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 
+from pipeline.core import paths
 from pipeline.core.errors import ConfigError
 from pipeline.data.loaders import SeededTransform
 from pipeline.models.inference import evaluate_accuracy
@@ -15,7 +16,9 @@ from pipeline.stages.shared import (
     open_split,
     pixel_transform,
 )
+from pipeline.stages.spec import StageSpec
 from pipeline.training.checkpoint import CheckpointStore
+from pipeline.training.fingerprint import run_fingerprint
 from pipeline.training.loop import FitContext, SupervisedModule, fit
 
 log = logging.getLogger(__name__)
@@ -50,13 +53,23 @@ def train_supervised(
     data_spec,
     train_spec,
     regularizer_configs,
-    run_cfg,
+    cfg,
     stage: StageRun,
-    checkpoints: CheckpointStore,
-    metrics_dir,
-    desc: str,
+    stage_spec: StageSpec,
+    item: dict,
+    run_id: str,
 ) -> dict:
-    """Train (resuming if possible), then return the final summary metrics."""
+    """Train (resuming if possible), then return the final summary metrics.
+
+    ``item`` is the run's matrix entry of ``stage_spec`` (it keys the resume fingerprint);
+    checkpoints and metrics go to the stage's folders for ``run_id``.
+    """
+    run_cfg = cfg.run
+    fingerprint = run_fingerprint(stage_spec, item, cfg)
+    checkpoints = CheckpointStore(
+        paths.checkpoints(stage_spec.name, run_id, fingerprint), fingerprint
+    )
+    metrics_dir = paths.stage_metrics(stage_spec.name, run_id)
     channels = train_raw.channels
     train_set = SeededTransform(
         train_raw, pixel_transform(data_spec, channels, train=True), seed=train_spec.seed
@@ -90,7 +103,7 @@ def train_supervised(
             diagnose=lambda m: spectra(m, example),
             num_workers=run_cfg.num_workers,
             progress=run_cfg.progress,
-            desc=desc,
+            desc=f"{stage_spec.name}[{run_id}]",
             example_inputs=example,
         ),
     )
