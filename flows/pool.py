@@ -29,7 +29,6 @@ from pathlib import Path
 
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
-from prefect.states import Completed
 
 from flows.launch import StageFailed
 from flows.record import DvcRecord
@@ -219,11 +218,11 @@ def _retryable(task, task_run, state) -> bool:
       retry_condition_fn=_retryable)  # fmt: skip
 def pool_stage(root: str, inst: StageInstance, job: PoolJob):
     """Prefect task: one instance, run on a worker of the pool (or in the flow if it has no model)."""
+    from flows.transfer import execute_stage, stage_state  # the flow module imports this one
+
     log = get_run_logger()
     try:
         if runs_in_flow(inst):
-            from flows.transfer import execute_stage
-
             status, message = execute_stage(DvcRecord(root), inst, None, log)
             DvcRecord(root).push(inst.id)
         else:
@@ -231,9 +230,4 @@ def pool_stage(root: str, inst: StageInstance, job: PoolJob):
     except (StageFailed, WorkerLost) as exc:
         log.error("%s", exc)
         raise
-    log.info("%s: %s", inst.id, message)
-    if status == "ran":
-        return Completed(message=message, data=status)
-    return Completed(
-        name="Up to date" if status == "up to date" else "Restored", message=message, data=status
-    )
+    return stage_state(inst, status, message, log)

@@ -76,6 +76,15 @@ def _retryable(task, task_run, state) -> bool:
     return not (isinstance(exc, StageFailed) and exc.exit_code == PipelineError.exit_code)
 
 
+def stage_state(inst: StageInstance, status: str, message: str, log):
+    """The task's final state, named for what happened: ran, *Up to date* or *Restored*."""
+    log.info("%s: %s", inst.id, message)
+    if status == "ran":
+        return Completed(message=message, data=status)
+    name = "Up to date" if status == "up to date" else "Restored"
+    return Completed(name=name, message=message, data=status)
+
+
 @task(name="stage", cache_policy=NO_CACHE, persist_result=False, retry_condition_fn=_retryable)
 def run_stage(root: str, inst: StageInstance, devices: list[int] | None = None):
     """Prefect task: one stage instance; its state says whether it ran, was up to date or restored."""
@@ -85,12 +94,7 @@ def run_stage(root: str, inst: StageInstance, devices: list[int] | None = None):
     except StageFailed as exc:
         log.error("%s", exc)
         raise
-    log.info("%s: %s", inst.id, message)
-    if status == "ran":
-        return Completed(message=message, data=status)
-    return Completed(
-        name="Up to date" if status == "up to date" else "Restored", message=message, data=status
-    )
+    return stage_state(inst, status, message, log)
 
 
 @task(name="not run", cache_policy=NO_CACHE, persist_result=False)
