@@ -151,9 +151,21 @@ def test_killed_flow_completes_on_rerun(project, prefect_harness):
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     assert dvc_status(project) != {}
-    done = subprocess.run(cmd, cwd=project, env=env, capture_output=True, text=True)
+    # The rerun also records itself as a DVC experiment (no --no-experiment this time).
+    rerun = [c for c in cmd if c != "--no-experiment"]
+    done = subprocess.run(rerun, cwd=project, env=env, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-2000:]
     assert dvc_status(project) == {}
+    shown = json.loads(sh([*DVC, "exp", "show", "--json"], project).stdout)
+    metrics = {
+        rev["name"]: rev["data"]["metrics"]
+        for row in shown
+        for exp in row.get("experiments") or []
+        for rev in exp["revs"]
+    }
+    assert list(metrics) == ["flow-params-yaml"]
+    key = "metrics/attack/readout/digits_5to9/none/summary.json"
+    assert metrics["flow-params-yaml"][key]["data"]["mean_distance"] > 0
 
 
 def test_two_dvc_experiments_show_their_mean_distance(tmp_path):
