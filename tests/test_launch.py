@@ -26,6 +26,7 @@ def _params(tmp_path, **train) -> None:
     params["pretrain"]["data"]["limit_train"] = 64
     params["pretrain"]["train"].update(epochs=1, **train)
     params["pretrain"]["run"] = ["none"]
+    params["finetune"]["run"]["backbones"] = ["none"]
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
 
 

@@ -244,14 +244,14 @@ def test_ui_shows_failures_their_message_and_what_never_ran(project, prefect_har
     with pytest.raises(RuntimeError, match="did not complete"):
         flow_module.transfer(only=only, save_experiment=False, retries=2, retry_delay_seconds=0)
     assert calls.count("finetune@digits_5to9-none-none-0") == 1  # a user error is not retried
-    with pytest.raises(RuntimeError):
-        flow_module.transfer(only=only, save_experiment=False, retries=0)
+    state = flow_module.transfer(only=only, save_experiment=False, retries=0, return_state=True)
+    assert state.is_failed()
 
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    this_run = FlowRunFilter(id=FlowRunFilterId(any_=[state.state_details.flow_run_id]))
     with get_client(sync_client=True) as client:
-        runs = client.read_task_runs()
-    latest: dict[str, object] = {}
-    for run in sorted(runs, key=lambda r: r.expected_start_time or r.created):
-        latest[run.name] = run.state
+        latest = {run.name: run.state for run in client.read_task_runs(flow_run_filter=this_run)}
     assert latest["prepare@digits_0to4"].name == "Up to date"
     assert latest["pretrain@none"].name == "Up to date"
     failed = latest["finetune@digits_5to9-none-none-0"]

@@ -78,7 +78,7 @@ def test_plan_problems_are_short_and_come_first(workdir):
     params["prepare"]["raw"] = ["cifar10"]
     for name in ("a", "b", "c", "d", "e"):
         params["pretrain"]["variants"][name] = []
-    params["pretrain"]["run"] = ["none", "a", "b", "c", "d", "e"]
+    params["pretrain"]["run"] = ["none", "rep_spectral", "a", "b", "c", "d", "e"]
     params["pretrain"]["train"]["gpus"] = 4
     Path("params.yaml").write_text(yaml.safe_dump(params))
     cfg = load_config("params.yaml")
@@ -86,8 +86,8 @@ def test_plan_problems_are_short_and_come_first(workdir):
         check_plan(plan(cfg), "auto", gpus=1)
     msg = str(info.value)
     assert "missing input data/cifar10 (read by prepare_raw@cifar10)" in msg
-    assert "6 training stage(s) need up to 4 GPUs but 1 are visible" in msg
-    assert "(6 in all)" in msg and len(msg) < 400
+    assert "7 training stage(s) need up to 4 GPUs but 1 are visible" in msg
+    assert "(7 in all)" in msg and len(msg) < 400
 
 
 def test_params_file_is_applied_but_never_over_uncommitted_edits(workdir):
