@@ -108,10 +108,14 @@ def not_run(ident: str, reason: str):
 
 
 def select(instances: list[StageInstance], only: list[str] | None) -> list[StageInstance]:
-    """Instances whose id or stage matches one of the glob patterns in ``only`` (all if none)."""
+    """Instances whose id (glob), DVC stage or command matches an entry of ``only`` (all if none)."""
     if not only:
         return instances
-    return [i for i in instances if any(fnmatch(i.id, p) or i.stage == p for p in only)]
+
+    def chosen(i: StageInstance, pattern: str) -> bool:
+        return fnmatch(i.id, pattern) or pattern in (i.stage, i.id.split("@")[0])
+
+    return [i for i in instances if any(chosen(i, p) for p in only)]
 
 
 def _visible_gpus() -> int:
