@@ -85,8 +85,12 @@ def _model(arch: str, classes: int, device: torch.device) -> SplitModel:
     return model
 
 
-def _autocast(device: torch.device, dtype: torch.dtype):
-    return torch.autocast(device_type=device.type, dtype=dtype, enabled=device.type == "cuda")
+PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def _autocast(device: torch.device, dtype: torch.dtype, enabled: bool = True):
+    on = enabled and device.type == "cuda"
+    return torch.autocast(device_type=device.type, dtype=dtype, enabled=on)
 
 
 def train_rate(args, device, regularized: bool) -> tuple[float, str]:
@@ -172,7 +176,8 @@ def inference_rates(args, device) -> dict:
     mean, std = (t.to(device) for t in normalize)
     n = max(args.infer_batches) * args.infer_rounds
     x = torch.rand(n, 3, args.size, args.size, device=device)
-    dtype = torch.float16  # what the oracle's autocast uses on CUDA
+    # The oracle's precision (attack.precision); bare inference runs at the same one.
+    dtype = PRECISIONS[args.precision]
 
     def bare(batch: int) -> float:
         def once():
@@ -182,7 +187,7 @@ def inference_rates(args, device) -> dict:
                     if device.type == "cuda"
                     else torch.contiguous_format
                 )
-                with _autocast(device, dtype):
+                with _autocast(device, dtype or torch.float32, enabled=dtype is not None):
                     model(chunk).argmax(1)
             _sync(device)
 
@@ -201,7 +206,7 @@ def inference_rates(args, device) -> dict:
         STD,
         chunk_size=best,
         device=device,
-        amp=True,
+        precision=args.precision,
         channels_last=device.type == "cuda",
     )
     oracle(x)
@@ -245,6 +250,10 @@ def attack_rate(args, device, best_batch: int) -> tuple[float, int, str]:
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--small", action="store_true", help="tiny model and sizes, for CPU / CI")
+    p.add_argument(
+        "--precision", choices=sorted(PRECISIONS), default="fp32",
+        help="oracle and bare-inference precision (attack.precision; fp32 is the default)",
+    )  # fmt: skip
     args = p.parse_args(argv)
     device = torch.device("cuda" if torch.cuda.is_available() and not args.small else "cpu")
     if args.small:
