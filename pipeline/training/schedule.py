@@ -9,7 +9,8 @@ from collections.abc import Callable
 def lr_multiplier(spec, epochs: int, steps_per_epoch: int) -> Callable[[int], float]:
     """Map the global step to a factor; the cosine period defaults to the run's own length.
 
-    (A fixed ``T_max`` independent of the number of epochs is a known trap: METHODS.md.)
+    (A fixed ``T_max`` independent of the run's length is a known trap: a shorter run would stop
+    high on the curve, a longer one would restart it; ``t_max`` overrides it deliberately.)
     """
     steps_per_epoch = max(1, steps_per_epoch)
     period = (spec.t_max or epochs) * steps_per_epoch
