@@ -142,10 +142,9 @@ def check_plan(instances: list[StageInstance], device: str, gpus: int) -> None:
 def _save_experiment(log, name: str) -> None:
     """Record the finished run as a DVC experiment, so ``dvc exp show`` lists its metrics."""
     safe = "".join(c if c.isalnum() or c in "-_" else "-" for c in name).strip("-")[:60]
-    cmd = ["dvc", "exp", "save", "--force", "-n", f"flow-{safe}", "-I", "dvc.lock"]
-    done = subprocess.run(
-        [sys.executable, "-m", "dvc", *cmd[1:]], capture_output=True, text=True, check=False
-    )
+    # dvc.lock may be untracked (a first run): include it, it is the run's record.
+    cmd = [sys.executable, "-m", "dvc", "exp", "save", "--force", "-n", f"flow-{safe}"]
+    done = subprocess.run([*cmd, "-I", "dvc.lock"], capture_output=True, text=True, check=False)
     if done.returncode == 0:
         log.info("saved as DVC experiment flow-%s (dvc exp show)", safe)
     else:
