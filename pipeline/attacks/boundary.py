@@ -19,6 +19,7 @@ best boundary point whose search had finished within that many queries of its sa
 from __future__ import annotations
 
 import math
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 
 import torch
@@ -49,7 +50,7 @@ def _norm(v: torch.Tensor) -> torch.Tensor:
     return torch.linalg.vector_norm(v, dim=1)
 
 
-class BoundaryAttack:
+class BoundaryAttack(ABC):
     """State of one batched attack: per-sample boundary point, distance, best point, budget."""
 
     def __init__(
@@ -77,10 +78,10 @@ class BoundaryAttack:
         self.checkpoints = torch.as_tensor(list(checkpoints), dtype=torch.long, device=dev)
         self.at_queries = torch.full((batch, self.checkpoints.numel()), math.inf, device=dev)
 
+    @abstractmethod
     def candidate(self, x, xb, normal, size) -> torch.Tensor:
         """The attack's step: a point to test from boundary points ``xb`` with unit ``normal``
         and step ``size`` (per row), for clean inputs ``x``. Halved ``size`` until adversarial."""
-        raise NotImplementedError
 
     def left(self, idx: torch.Tensor) -> torch.Tensor:
         return self.budget[idx] - self.oracle.count[idx]
