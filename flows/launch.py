@@ -44,14 +44,18 @@ def stage_argv(cmd: str) -> list[str]:
     return argv
 
 
-def child_env(devices: list[int] | None) -> dict[str, str]:
-    """The flow's environment, with this checkout importable and the allotted GPUs visible."""
+def child_env(devices: list[int] | None, cpus: int | None = None) -> dict[str, str]:
+    """The flow's environment, with this checkout importable, the allotted GPUs visible and,
+    when several stages share the machine, each one's share of the CPU cores
+    (``PIPELINE_CPUS``: the threads of work whose results do not depend on them)."""
     env = dict(os.environ)
     path = env.get("PYTHONPATH", "")
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO_ROOT), path) if p)
     env["PYTHONUNBUFFERED"] = "1"
     if devices is not None:
         env["CUDA_VISIBLE_DEVICES"] = ",".join(map(str, devices))
+    if cpus is not None:
+        env["PIPELINE_CPUS"] = str(cpus)
     return env
 
 

@@ -48,7 +48,7 @@ DONE = ("ran", "up to date", "restored")
 
 
 def execute_stage(
-    record: DvcRecord, inst: StageInstance, devices: list[int] | None, log
+    record: DvcRecord, inst: StageInstance, devices: list[int] | None, log, cpus: int | None = None
 ) -> tuple[str, str]:
     """Run one instance the way ``dvc repro`` would; ``(status, message)``.
 
@@ -60,7 +60,7 @@ def execute_stage(
         return "restored", "restored from DVC's run-cache; not run"
     record.clear(inst.id)
     argv = stage_argv(record.command(inst.id))
-    env = child_env(devices)
+    env = child_env(devices, cpus)
     env.update({"DVC_ROOT": str(record.root), "DVC_STAGE": inst.id})
     log.info("%s: %s", inst.id, " ".join(argv[1:]))
     run_streaming(argv, env, log, inst.id, cwd=str(record.root))
@@ -86,11 +86,13 @@ def stage_state(inst: StageInstance, status: str, message: str, log):
 
 
 @task(name="stage", cache_policy=NO_CACHE, persist_result=False, retry_condition_fn=_retryable)
-def run_stage(root: str, inst: StageInstance, devices: list[int] | None = None):
+def run_stage(
+    root: str, inst: StageInstance, devices: list[int] | None = None, cpus: int | None = None
+):
     """Prefect task: one stage instance; its state says whether it ran, was up to date or restored."""
     log = get_run_logger()
     try:
-        status, message = execute_stage(DvcRecord(root), inst, devices, log)
+        status, message = execute_stage(DvcRecord(root), inst, devices, log, cpus)
     except StageFailed as exc:
         log.error("%s", exc)
         raise
@@ -189,6 +191,7 @@ def transfer(
         max_parallel = max_parallel or 32  # the workers' limits decide how many really run
     gpu_pool = DevicePool(gpus)
     max_parallel = max_parallel or gpus or os.cpu_count() or 2
+    cpus = max(1, (os.cpu_count() or 1) // max_parallel)  # each stage's share of the cores
     log.info("%d stage instances; %d GPU(s); up to %d at once", len(chosen), gpus, max_parallel)
     root = str(Path.cwd())
     ids = {i.id for i in chosen}
@@ -220,7 +223,7 @@ def transfer(
                 future = pool_stage.with_options(**options).submit(root, inst, job)
             else:
                 future = run_stage.with_options(**options).submit(
-                    root, inst, devices if gpus else None
+                    root, inst, devices if gpus else None, cpus
                 )
             future.add_done_callback(lambda _f, i=inst.id: finished.put(i))
             running[inst.id] = (future, devices)

@@ -74,6 +74,9 @@ class RunSpec(Strict):
     # CPU intra-op threads; 0 keeps torch's default. Small CPU workloads run faster on one
     # thread: an OpenMP team stalls at every barrier whenever another process holds a core.
     threads: int = Field(1, ge=0)
+    # Threads for inference-only work (the attack's oracle), whose results do not depend on
+    # the thread count; 0 takes the stage's share of the cores (runtime.device.cpu_share).
+    inference_threads: int = Field(0, ge=0)
     num_workers: int = Field(0, ge=0)
     progress: bool = True
 

@@ -18,10 +18,11 @@ operator depend on the batch; the running estimates follow them with a short lag
 running variance is a buffer and receives no gradient; γ does, so the penalty can also act
 through the BN scale.
 
-Pairs are found from the data flow of one forward pass: a BatchNorm2d whose input *is* the
-output tensor of a conv (timm ResNets: ``conv1→bn1``, ``conv2→bn2``, ``conv3→bn3``,
-``downsample.0→downsample.1`` and the stem ``conv1→bn1``). This does not rely on names, and a
-conv whose output reaches a BN only through another operation is not paired.
+Pairs are found from the data flow of one forward pass (:mod:`pipeline.models.dataflow`): a
+BatchNorm2d whose input *is* the output tensor of a conv (timm ResNets: ``conv1→bn1``,
+``conv2→bn2``, ``conv3→bn3``, ``downsample.0→downsample.1`` and the stem ``conv1→bn1``). This
+does not rely on names, and a conv whose output reaches a BN only through another operation is
+not paired.
 """
 
 from __future__ import annotations
@@ -30,42 +31,6 @@ import torch
 from torch import nn
 
 from pipeline.core.errors import ConfigError
-from pipeline.regularizers.layers import probe_forward
-
-
-def find_batchnorm_after(
-    root: nn.Module, convs: dict[str, nn.Conv2d], example_inputs: torch.Tensor
-) -> dict[str, tuple[str, nn.BatchNorm2d]]:
-    """For each named conv, the ``(name, module)`` of the BatchNorm2d that consumes its output.
-
-    Runs one forward pass of ``root`` in eval mode without autograd (BN statistics untouched).
-    Convs the forward pass never calls, or whose output goes to something else, are absent.
-    """
-    bn_names = {m: n for n, m in root.named_modules() if isinstance(m, nn.BatchNorm2d)}
-    produced: dict[int, tuple[str, torch.Tensor]] = {}  # id(output) -> (conv name, output)
-    pairs: dict[str, tuple[str, nn.BatchNorm2d]] = {}
-    handles = []
-
-    def conv_hook(name: str):
-        def hook(_module, _inputs, output):
-            produced[id(output)] = (name, output)  # keeps the tensor alive: ids stay unique
-
-        return hook
-
-    def bn_hook(module: nn.BatchNorm2d):
-        def hook(_module, inputs):
-            source = produced.get(id(inputs[0]))
-            if source is not None and source[1] is inputs[0] and source[0] not in pairs:
-                pairs[source[0]] = (bn_names[module], module)
-
-        return hook
-
-    for name, conv in convs.items():
-        handles.append(conv.register_forward_hook(conv_hook(name)))
-    for module in bn_names:
-        handles.append(module.register_forward_pre_hook(bn_hook(module)))
-    probe_forward(root, example_inputs, handles)
-    return pairs
 
 
 def batchnorm_scale(bn: nn.BatchNorm2d, name: str = "") -> torch.Tensor:

@@ -9,13 +9,13 @@ nested modules; the recursive walk and the prefix check below exist to rule that
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 
 import torch
 from torch import nn
 
 from pipeline.core.errors import ConfigError
+from pipeline.models.dataflow import probe_forward
 
 WEIGHT_LAYER_TYPES = (nn.Conv2d, nn.Linear)
 
@@ -75,22 +75,6 @@ def weight_matrix(weight: torch.Tensor) -> torch.Tensor:
     return weight.reshape(weight.shape[0], -1)
 
 
-@contextmanager
-def frozen_eval(module: nn.Module) -> Iterator[None]:
-    """Eval mode and no autograd for a probing forward pass; every module's own mode is restored.
-
-    A probe in train mode would update BatchNorm running statistics with the example batch.
-    """
-    modes = [(m, m.training) for m in module.modules()]
-    module.eval()
-    try:
-        with torch.no_grad():
-            yield
-    finally:
-        for m, training in modes:
-            m.training = training
-
-
 def record_input_sizes(
     root: nn.Module, layers: dict[str, nn.Module], example_inputs: torch.Tensor
 ) -> dict[str, tuple[int, int]]:
@@ -114,14 +98,3 @@ def record_input_sizes(
         handles.append(module.register_forward_pre_hook(make_hook(name)))
     probe_forward(root, example_inputs, handles)
     return sizes
-
-
-def probe_forward(root: nn.Module, example_inputs: torch.Tensor, hooks: list) -> None:
-    """One frozen forward pass of two examples through ``root``; the ``hooks`` (handles of
-    hooks registered for it) are removed afterwards, even when the pass fails."""
-    try:
-        with frozen_eval(root):
-            root(example_inputs[:2])
-    finally:
-        for handle in hooks:
-            handle.remove()

@@ -24,8 +24,9 @@ import torch
 from torch import nn
 
 from pipeline.core.errors import ConfigError
+from pipeline.models.dataflow import frozen_eval
 from pipeline.regularizers.base import Regularizer, StepContext
-from pipeline.regularizers.layers import backbone_of, frozen_eval
+from pipeline.regularizers.layers import backbone_of
 
 FEATURES = "features"
 

@@ -27,8 +27,9 @@ import torch
 from torch import nn
 
 from pipeline.core.errors import ConfigError
+from pipeline.models.dataflow import find_batchnorm_after
 from pipeline.regularizers.base import Regularizer, StepContext
-from pipeline.regularizers.batchnorm_fold import find_batchnorm_after, folded_weight
+from pipeline.regularizers.batchnorm_fold import folded_weight
 from pipeline.regularizers.layers import (
     backbone_of,
     record_input_sizes,

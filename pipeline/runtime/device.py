@@ -30,6 +30,15 @@ def pick_device(requested: str = "auto") -> torch.device:
     return torch.device("cpu")
 
 
+def cpu_share() -> int:
+    """CPU cores this stage may use: ``PIPELINE_CPUS`` (the share a scheduler running several
+    stages at once allots each), else every core this process may run on."""
+    allotted = os.environ.get("PIPELINE_CPUS", "")
+    if allotted.isdigit() and int(allotted) > 0:
+        return int(allotted)
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)

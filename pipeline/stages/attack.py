@@ -24,7 +24,16 @@ from pipeline.core import paths
 from pipeline.core.errors import ConfigError
 from pipeline.core.io import write_csv, write_json
 from pipeline.models import load_model
-from pipeline.stages.shared import Pixels, check_names, open_split, pixel_transform, start
+from pipeline.models.fused import fuse_batchnorm
+from pipeline.runtime import device as runtime
+from pipeline.stages.shared import (
+    Pixels,
+    check_names,
+    example_batch,
+    open_split,
+    pixel_transform,
+    start,
+)
 from pipeline.stages.spec import MODEL_CODE, Arg, StageSpec
 
 log = logging.getLogger(__name__)
@@ -98,13 +107,17 @@ def run(cfg, kind: str, target: str, backbone: str, regularizer=None, seed=None)
     pixels = Pixels(test_raw, pixel_transform(data, test_raw.channels, train=False))
     model, _ = load_model(_model_path(kind, run_id))
     stage = start(cfg, spec.seed)
-    cuda = stage.device.type == "cuda"
-    model.to(stage.device).eval()
-    if cuda:
+    if stage.device.type == "cpu":  # forward passes only: the same labels on any thread count
+        torch.set_num_threads(cfg.run.inference_threads or runtime.cpu_share())
+    # One conv per conv+BatchNorm pair, channels-last: the oracle's forward passes are nearly
+    # all of an attack's time (benchmarks/attack_throughput.py).
+    model = fuse_batchnorm(model.to(stage.device), example_batch(pixels).to(stage.device))
+    conv = any(isinstance(m, torch.nn.Conv2d) for m in model.modules())
+    if conv:
         model.to(memory_format=torch.channels_last)
     oracle = LabelOracle(
         model, chunk_size=spec.chunk_size, device=stage.device, precision=spec.precision,
-        channels_last=cuda,
+        channels_last=conv,
     )  # fmt: skip
 
     t0 = time.perf_counter()
