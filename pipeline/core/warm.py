@@ -267,6 +267,7 @@ def serve(address: str) -> None:
             pid = os.fork()
             if pid == 0:
                 listener.close()
+                os.close(lock)  # the lock is the server's alone, not its workers'
                 os._exit(_handle(conn, address))
             handlers.add(pid)
             conn.close()
@@ -293,6 +294,8 @@ def _handle(conn: socket.socket, address: str) -> int:
         _become_worker(request, fds)  # never returns
     for fd in fds:
         os.close(fd)
+    with contextlib.suppress(OSError):
+        os.setpgid(pid, pid)  # as the worker does: no signal can arrive before its group exists
     pidfd = os.pidfd_open(pid)
     _send_message(conn, {"pid": pid})
     code = _supervise(conn, pid, pidfd)
@@ -312,8 +315,9 @@ def _supervise(conn: socket.socket, pid: int, pidfd: int) -> int:
     import select
 
     pending = b""
+    watched = [pidfd, conn]
     while True:
-        ready, _, _ = select.select([pidfd, conn], [], [])
+        ready, _, _ = select.select(watched, [], [])
         if pidfd in ready:
             status = os.waitpid(pid, 0)[1]
             code = os.waitstatus_to_exitcode(status)
@@ -322,6 +326,7 @@ def _supervise(conn: socket.socket, pid: int, pidfd: int) -> int:
         if not chunk:  # the command was killed: its worker must not outlive it
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(pid, signal.SIGKILL)
+            watched = [pidfd]
             continue
         pending += chunk
         while len(pending) >= _HEADER.size:
@@ -351,11 +356,10 @@ def _become_worker(request: dict, fds: list[int]) -> None:
         os.umask(request["umask"])
         with contextlib.suppress(OSError):
             os.sched_setaffinity(0, request["cpus"])
-        sys.stdin, sys.stdout, sys.stderr = (
-            open(0, closefd=False),  # noqa: SIM115 - the process's own streams, kept open
-            open(1, "w", closefd=False, buffering=1),  # noqa: SIM115
-            open(2, "w", closefd=False, buffering=1),  # noqa: SIM115
-        )
+        # New stream objects: the server's were made for /dev/null (block-buffered, no tty).
+        sys.stdin = sys.__stdin__ = open(0, closefd=False)  # noqa: SIM115 - kept open
+        sys.stdout = sys.__stdout__ = open(1, "w", closefd=False, buffering=1)  # noqa: SIM115
+        sys.stderr = sys.__stderr__ = open(2, "w", closefd=False, buffering=1)  # noqa: SIM115
         sys.path[:] = request["path"]
         importlib.invalidate_caches()
         for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGCHLD):

@@ -110,7 +110,7 @@ def run(cfg, kind: str, target: str, backbone: str, regularizer=None, seed=None)
     if stage.device.type == "cpu":  # forward passes only: the same labels on any thread count
         torch.set_num_threads(cfg.run.inference_threads or runtime.cpu_share())
     # One conv per conv+BatchNorm pair, channels-last: the oracle's forward passes are nearly
-    # all of an attack's time (benchmarks/attack_throughput.py).
+    # all of an attack's time (benchmarks/oracle_forward.py).
     model = fuse_batchnorm(model.to(stage.device), example_batch(pixels).to(stage.device))
     conv = any(isinstance(m, torch.nn.Conv2d) for m in model.modules())
     if conv:
