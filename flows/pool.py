@@ -172,12 +172,15 @@ def run_on_pool(root: str, inst: StageInstance, job: PoolJob, log) -> tuple[str,
     from prefect.deployments import run_deployment
 
     record = DvcRecord(root)
-    if not record.changed(inst.id):
+    verdict = record.prepare(inst.id, clear=False)  # the worker runs it, in its own clone
+    if verdict in ("up to date", "restored"):
         record.push(inst.id)  # workers downstream pull it from the remote
-        return "up to date", "unchanged since dvc.lock; not run"
-    if record.restore(inst.id):
-        record.push(inst.id)
-        return "restored", "restored from DVC's run-cache; not run"
+        why = (
+            "unchanged since dvc.lock"
+            if verdict == "up to date"
+            else "restored from DVC's run-cache"
+        )
+        return verdict, f"{why}; not run"
     upstream = {}
     for up in inst.upstream:
         entry = record.entry(up)

@@ -81,6 +81,28 @@ class DvcRecord:
             by_name = {s.addressing: s for s in repo.index.stages}
             return {i: bool(by_name[i].changed()) if i in by_name else True for i in idents}
 
+    def prepare(self, ident: str, *, clear: bool = True) -> str | None:
+        """``changed``, ``restore`` and ``clear`` with one reading of ``dvc.yaml`` and ``dvc.lock``.
+
+        ``"up to date"`` or ``"restored"`` when there is nothing to run; otherwise the outputs are
+        removed (unless ``clear`` is false) and the instance's command is returned. Parsing the
+        two files is most of the cost of each call (about 0.7 s for the default DAG), and the
+        flow serialises these calls, so a stage asks once instead of four times.
+        """
+        from dvc.stage.cache import RunCacheNotFoundError
+
+        with self._stage(ident) as (repo, stage):
+            if not stage.changed():
+                return "up to date"
+            try:
+                repo.stage_cache.restore(stage)
+            except RunCacheNotFoundError:
+                if clear:
+                    stage.remove_outs(ignore_remove=False, force=False)
+                return stage.cmd
+            self._save(stage)
+            return "restored"
+
     def restore(self, ident: str) -> bool:
         """Check the outputs out of DVC's run-cache and record them; False when not cached."""
         from dvc.stage.cache import RunCacheNotFoundError
@@ -111,15 +133,14 @@ class DvcRecord:
     def _write_lock_entry(self, stage) -> None:
         """DVC's entry for the stage, written with DVC's serialiser, replacing the file at once."""
         from dvc.stage.serialize import to_lockfile
-        from dvc.utils.serialize import dumps_yaml, parse_yaml_for_update
+        from dvc.utils.serialize import dumps_yaml
 
-        path = self.root / LOCK_FILE
-        data = parse_yaml_for_update(path.read_text(), str(path)) if path.is_file() else None
+        data = self._read_lock()
         if not data:
             data = {"schema": "2.0", "stages": {}}
         data.setdefault("stages", {})
         data["stages"].update(to_lockfile(stage))
-        atomic_write_text(path, dumps_yaml(data))
+        atomic_write_text(self.root / LOCK_FILE, dumps_yaml(data))
 
     # -- a pool of workers: entries and outputs travel between workspaces ------------------------
 
@@ -138,10 +159,13 @@ class DvcRecord:
             atomic_write_text(self.root / LOCK_FILE, dumps_yaml(data))
 
     def _read_lock(self) -> dict:
-        from dvc.utils.serialize import parse_yaml_for_update
+        """``dvc.lock`` as plain data, read by DVC's own safe YAML parser: five times faster
+        than the round-trip one (with ``ruamel.yaml.clib``), and dumping what it returns with
+        DVC's serialiser gives DVC's text byte for byte (``tests/flows/test_one_record.py``)."""
+        from dvc.utils.serialize import parse_yaml
 
         path = self.root / LOCK_FILE
-        return (parse_yaml_for_update(path.read_text(), str(path)) if path.is_file() else {}) or {}
+        return (parse_yaml(path.read_text(), str(path)) if path.is_file() else {}) or {}
 
     def pull(self, paths: Iterable[str]) -> None:
         """Fetch outputs (paths relative to the root) from the remote and check them out.

@@ -54,12 +54,12 @@ def execute_stage(
 
     The plain function behind the task, so it can be tested without Prefect.
     """
-    if not record.changed(inst.id):
+    command = record.prepare(inst.id)
+    if command == "up to date":
         return "up to date", "unchanged since dvc.lock; not run"
-    if record.restore(inst.id):
+    if command == "restored":
         return "restored", "restored from DVC's run-cache; not run"
-    record.clear(inst.id)
-    argv = stage_argv(record.command(inst.id))
+    argv = stage_argv(command)
     env = child_env(devices, cpus)
     env.update({"DVC_ROOT": str(record.root), "DVC_STAGE": inst.id})
     log.info("%s: %s", inst.id, " ".join(argv[1:]))
