@@ -5,7 +5,9 @@ channels-last, and every core, on the default DAG's model (small ResNet, 16 px, 
 
 An attack stage spends nearly all its time in these forward passes. Variants are timed
 interleaved (so machine noise hits all alike); medians and ratios to the plain one-thread pass
-are printed, and whether each variant's labels equal the plain model's.
+are printed, and whether each variant's labels equal the plain model's. Then the folded,
+channels-last model on one thread at several chunk sizes (``attack.chunk_size``): time per
+input, since a chunk that fits the CPU's cache is faster per input than a larger one.
 """
 
 from __future__ import annotations
@@ -67,6 +69,17 @@ def main() -> None:
         same = torch.equal(labels[name], labels["plain, 1 thread"])
         print(f"{name:<42} {statistics.median(ts) * 1e3:8.1f} ms per {ns.batch}   "
               f"speed-up {base / statistics.median(ts):5.2f}x   same labels: {same}")  # fmt: skip
+    torch.set_num_threads(1)
+    per_input = {}
+    with torch.no_grad():
+        for _ in range(ns.repeats):
+            for chunk in (256, 1024, 4096):
+                t0 = time.perf_counter()
+                for part in x_cl.split(chunk):
+                    fused_cl(part)
+                per_input.setdefault(chunk, []).append((time.perf_counter() - t0) / len(x_cl))
+    for chunk, ts in per_input.items():
+        print(f"chunk {chunk:>5}: {statistics.median(ts) * 1e6:6.1f} us per input (1 thread)")
 
 
 if __name__ == "__main__":
