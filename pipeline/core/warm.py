@@ -20,7 +20,7 @@ Off when: ``PIPELINE_WARM=0``; the machine has NVIDIA or AMD GPU devices (CUDA c
 a process forked after the CUDA driver may have been touched, and on such machines stages are
 long anyway); under torchrun; the interpreter runs with special flags (``-X``, ``-W``, ``-O``,
 ``-I``); the platform lacks fork, ``pidfd_open`` or passing file descriptors. Any failure to
-reach a server runs the command cold, as before. Each request is logged to ``<socket>.log``.
+reach a server runs the command cold, as before. Each request of a server is logged to ``<socket>.log``.
 The socket lives in a directory only this user can open (``$XDG_RUNTIME_DIR`` or ``/tmp``).
 
 This module is imported by the command before anything heavy, so it imports only the standard
@@ -240,6 +240,8 @@ def serve(address: str) -> None:
         fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError:
         return  # another server for this key is starting or running
+    with contextlib.suppress(OSError):
+        open(address + ".log", "w").close()  # the log covers this server's lifetime
     for name in PRELOAD:
         with contextlib.suppress(Exception):
             importlib.import_module(name)
