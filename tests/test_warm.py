@@ -132,20 +132,53 @@ def _gone(pid: int, within_s: float = 10.0) -> bool:
     return False
 
 
-def test_a_signal_to_the_command_reaches_the_worker(warm_env):
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_a_signal_to_the_command_reaches_the_worker_and_both_die_by_it(warm_env, sig):
+    """As a cold interpreter: killed by SIGTERM; Ctrl-C raises KeyboardInterrupt, then dies by
+    SIGINT (so a calling shell loop stops too)."""
     root, env = warm_env
     proc, worker = _start_sleeper(root, env)
-    proc.send_signal(signal.SIGTERM)
-    assert proc.wait(timeout=20) == 128 + signal.SIGTERM
+    proc.send_signal(sig)
+    assert proc.wait(timeout=20) == -sig
     assert _gone(worker)
+    if sig == signal.SIGINT:
+        assert "KeyboardInterrupt" in proc.stderr.read()
 
 
-def test_killing_the_command_kills_its_worker(warm_env):
+def test_killing_the_command_kills_its_worker_and_the_server_serves_on(warm_env):
     root, env = warm_env
     proc, worker = _start_sleeper(root, env)
     proc.kill()
     proc.wait(timeout=20)
     assert _gone(worker)
+    again = client(root, env, ["0"], stdin="\n")
+    assert again.returncode == 0 and "COLD" not in again.stderr
+
+
+def test_ignored_signals_stay_ignored_in_the_worker(warm_env):
+    """Under nohup a cold command ignores SIGHUP; so must its warm worker."""
+    root, env = warm_env
+    code = (
+        "import signal, subprocess, sys; signal.signal(signal.SIGHUP, signal.SIG_IGN); "
+        f"rc = subprocess.call([sys.executable, '-c', {CLIENT!r}, '0', 'sleep'], "
+        "stdin=subprocess.DEVNULL); print('RC', rc, flush=True)"
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code], cwd=root, env=env, stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    pid = None
+    for line in proc.stdout:
+        if line.startswith("VERSION"):
+            pid = int(line.split("PID")[1].split()[0])
+        if line.startswith("READY"):
+            break
+    os.kill(pid, signal.SIGHUP)  # straight to the worker: it must ignore it
+    time.sleep(0.5)
+    assert not _gone(pid, within_s=0.1)
+    os.kill(pid, signal.SIGTERM)
+    rest, _ = proc.communicate(timeout=20)
+    assert f"RC {-signal.SIGTERM}" in rest  # the command died by the worker's signal
 
 
 def test_warm_starts_are_off_when_asked_or_when_the_socket_folder_is_not_private(

@@ -55,7 +55,10 @@ PRELOAD = (
     "lightly.loss",
 )
 #: Environment read at import time by the preloaded libraries: part of the server's key.
-_IMPORT_ENV = ("OMP_", "MKL_", "KMP_", "OPENBLAS_", "TORCH_", "PYTORCH_", "CUDA_", "LD_", "PYTHON")
+_IMPORT_ENV = (
+    "OMP_", "MKL_", "KMP_", "OPENBLAS_", "TORCH", "PYTORCH_", "CUDA_", "LD_", "PYTHON", "TIMM_",
+    "HF_", "SKLEARN_", "LC_", "LANG",
+)  # fmt: skip
 _FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
 _WORKER_FLAG = "PIPELINE_WARM_WORKER"
 _HEADER = struct.Struct("!I")
@@ -76,6 +79,8 @@ def enabled() -> bool:
         return False
     flags = sys.flags
     if sys.warnoptions or sys._xoptions or flags.optimize or flags.isolated or flags.dev_mode:
+        return False
+    if flags.ignore_environment or flags.no_site:
         return False
     return not (glob.glob("/dev/nvidia[0-9]*") or os.path.exists("/dev/kfd"))
 
@@ -108,13 +113,44 @@ def _library_stamp(name: str) -> str:
     return "absent"
 
 
+def _site_stamp(path: list[str]) -> list[str]:
+    """The ``.pth`` files (editable installs' finders among them) of the path's folders."""
+    stamps = []
+    for folder in path:
+        for pth in sorted(glob.glob(os.path.join(folder or ".", "*.pth"))):
+            with contextlib.suppress(OSError):
+                stamps.append(f"{pth}:{os.stat(pth).st_mtime_ns}")
+    return stamps
+
+
+def _process_context() -> list[str]:
+    """What a fork inherits from the server but a command may differ in: namespaces, cgroup,
+    resource limits, niceness. A command from another container or job gets its own server."""
+    import resource
+
+    context = []
+    for ns in ("mnt", "pid", "net", "user"):
+        with contextlib.suppress(OSError):
+            context.append(f"{ns}:{os.stat(f'/proc/self/ns/{ns}').st_ino}")
+    with contextlib.suppress(OSError), open("/proc/self/cgroup") as f:
+        context.append(f.read())
+    for name in ("RLIMIT_AS", "RLIMIT_NOFILE", "RLIMIT_NPROC", "RLIMIT_STACK", "RLIMIT_CORE"):
+        with contextlib.suppress(AttributeError, ValueError, OSError):
+            context.append(f"{name}:{resource.getrlimit(getattr(resource, name))}")
+    with contextlib.suppress(OSError):
+        context.append(f"nice:{os.getpriority(os.PRIO_PROCESS, 0)}")
+    return context
+
+
 def server_key(path: list[str]) -> str:
-    """Everything that decides what the server's preloaded modules are."""
+    """Everything that decides what a fork of the server would be: the interpreter, the
+    preloaded modules and what they read at import, and the process context."""
     with open(__file__, "rb") as f:
         own = hashlib.sha256(f.read()).hexdigest()
     env = sorted((k, v) for k, v in os.environ.items() if k.startswith(_IMPORT_ENV))
-    parts = [sys.executable, sys.version, sys.prefix, path[1:], own, env]
+    parts = [sys.executable, sys.version, sys.prefix, path[1:], own, env, _site_stamp(path[1:])]
     parts += [_library_stamp(name) for name in PRELOAD]
+    parts += _process_context()
     return hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:20]
 
 
@@ -129,6 +165,8 @@ def run_warm(module: str, argv: list[str]) -> int | None:
     if folder is None:
         return None
     address = os.path.join(folder, server_key(sys.path) + ".sock")
+    if len(os.fsencode(address)) > 100:  # beyond what a Unix socket address can hold
+        return None
     conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         conn.connect(address)
@@ -136,6 +174,8 @@ def run_warm(module: str, argv: list[str]) -> int | None:
         conn.close()
         _start_server(address)
         return None
+    ignored = [s for s in _FORWARDED if signal.getsignal(s) == signal.SIG_IGN]
+    forwarded = [s for s in _FORWARDED if s not in ignored]
     with conn:
         request = {
             "module": module,
@@ -145,16 +185,25 @@ def run_warm(module: str, argv: list[str]) -> int | None:
             "path": sys.path,
             "umask": _umask(),
             "cpus": sorted(os.sched_getaffinity(0)),
+            "ignored": [int(s) for s in ignored],
+            # -u or PYTHONUNBUFFERED: the command's stdout writes through
+            "unbuffered": bool(getattr(sys.stdout, "write_through", False)),
         }
+        # Held until forwarding is in place, so no signal is lost while the worker starts.
+        signal.pthread_sigmask(signal.SIG_BLOCK, forwarded)
         try:
             payload = json.dumps(request).encode()
+            conn.settimeout(30.0)  # a server that does not answer (stopped, say): run cold
             socket.send_fds(conn, [_HEADER.pack(len(payload)) + payload], [0, 1, 2])
             started = _read_message(conn)
+            conn.settimeout(None)
         except (OSError, ValueError):
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, forwarded)
             return None  # nothing ran: run cold
         if started is None or "pid" not in started:
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, forwarded)
             return None
-        return _wait_for_worker(conn)
+        return _wait_for_worker(conn, forwarded)
 
 
 def _umask() -> int:
@@ -163,12 +212,13 @@ def _umask() -> int:
     return mask
 
 
-def _wait_for_worker(conn: socket.socket) -> int:
+def _wait_for_worker(conn: socket.socket, forwarded: list[int]) -> int:
     def forward(signum, _frame):
         with contextlib.suppress(OSError):
             _send_message(conn, {"signal": signum})
 
-    previous = {sig: signal.signal(sig, forward) for sig in _FORWARDED}
+    previous = {sig: signal.signal(sig, forward) for sig in forwarded}
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, forwarded)
     try:
         done = _read_message(conn)
     finally:
@@ -177,7 +227,12 @@ def _wait_for_worker(conn: socket.socket) -> int:
     if done is None or "exit" not in done:
         print("pipeline: the warm worker was lost before it finished", file=sys.stderr)
         return 1
-    return int(done["exit"])
+    code = int(done["exit"])
+    if code < 0:  # the worker died by a signal: so does this command, as a cold one would
+        signal.signal(-code, signal.SIG_DFL)
+        os.kill(os.getpid(), -code)
+        return 128 - code  # not reached for signals that terminate
+    return code
 
 
 def _start_server(address: str) -> None:
@@ -242,16 +297,19 @@ def serve(address: str) -> None:
         return  # another server for this key is starting or running
     with contextlib.suppress(OSError):
         open(address + ".log", "w").close()  # the log covers this server's lifetime
-    for name in PRELOAD:
-        with contextlib.suppress(Exception):
-            importlib.import_module(name)
     idle = float(os.environ.get("PIPELINE_WARM_IDLE", "300"))
     with contextlib.suppress(FileNotFoundError):
         os.unlink(address)
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    listener.bind(address)
+    try:
+        listener.bind(address)  # before the preload: a server that cannot bind costs nothing
+    except OSError:
+        return
     os.chmod(address, 0o600)
-    listener.listen(16)
+    listener.listen(16)  # commands arriving during the preload wait in the backlog
+    for name in PRELOAD:
+        with contextlib.suppress(Exception):
+            importlib.import_module(name)
     listener.settimeout(5.0)
     handlers: set[int] = set()
     last = time.monotonic()
@@ -268,9 +326,13 @@ def serve(address: str) -> None:
             last = time.monotonic()
             pid = os.fork()
             if pid == 0:
-                listener.close()
-                os.close(lock)  # the lock is the server's alone, not its workers'
-                os._exit(_handle(conn, address))
+                code = 1
+                try:
+                    listener.close()
+                    os.close(lock)  # the lock is the server's alone, not its workers'
+                    code = _handle(conn, address)
+                finally:
+                    os._exit(code)  # never back into this loop, whatever happened
             handlers.add(pid)
             conn.close()
     finally:
@@ -282,6 +344,9 @@ def serve(address: str) -> None:
 def _handle(conn: socket.socket, address: str) -> int:
     """One request: fork the worker, report its PID, forward signals, report its exit status."""
     conn.settimeout(None)
+    creds = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+    if struct.unpack("3i", creds)[1] != os.getuid():
+        return 1  # only this user's commands (the folder already ensures it)
     try:
         data, fds, _flags, _addr = socket.recv_fds(conn, 1 << 16, 3)
         request = _read_message(conn, data)
@@ -298,9 +363,15 @@ def _handle(conn: socket.socket, address: str) -> int:
         os.close(fd)
     with contextlib.suppress(OSError):
         os.setpgid(pid, pid)  # as the worker does: no signal can arrive before its group exists
-    pidfd = os.pidfd_open(pid)
-    _send_message(conn, {"pid": pid})
-    code = _supervise(conn, pid, pidfd)
+    try:
+        pidfd = os.pidfd_open(pid)
+        _send_message(conn, {"pid": pid})
+        code = _supervise(conn, pid, pidfd)
+    except BaseException:  # the command went away mid-hand-off: no worker outlives it
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+        raise
     with contextlib.suppress(OSError):
         _send_message(conn, {"exit": code})
     with contextlib.suppress(OSError), open(address + ".log", "a") as log:
@@ -321,10 +392,11 @@ def _supervise(conn: socket.socket, pid: int, pidfd: int) -> int:
     while True:
         ready, _, _ = select.select(watched, [], [])
         if pidfd in ready:
-            status = os.waitpid(pid, 0)[1]
-            code = os.waitstatus_to_exitcode(status)
-            return code if code >= 0 else 128 - code
-        chunk = conn.recv(4096)
+            return os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])  # -N: killed by signal N
+        try:
+            chunk = conn.recv(4096)
+        except ConnectionResetError:
+            chunk = b""
         if not chunk:  # the command was killed: its worker must not outlive it
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(pid, signal.SIGKILL)
@@ -344,10 +416,14 @@ def _become_worker(request: dict, fds: list[int]) -> None:
     """Turn this fork into the command's process and run its module as ``__main__``."""
     import random
     import runpy
+    import threading
 
-    code = 1
+    code, by_signal = 1, 0
     try:
         os.setpgid(0, 0)  # its own group: a forwarded signal reaches its children too
+        for stream in (sys.stdout, sys.stderr):  # the server's, bound for /dev/null
+            with contextlib.suppress(BaseException):
+                stream.flush()
         for target, fd in enumerate(fds):
             os.dup2(fd, target)
             os.close(fd)
@@ -358,16 +434,18 @@ def _become_worker(request: dict, fds: list[int]) -> None:
         os.umask(request["umask"])
         with contextlib.suppress(OSError):
             os.sched_setaffinity(0, request["cpus"])
-        # New stream objects: the server's were made for /dev/null (block-buffered, no tty).
+        # New stream objects, set up as a fresh interpreter would for these descriptors.
+        out_buffering = 1 if request["unbuffered"] or os.isatty(1) else -1
         sys.stdin = sys.__stdin__ = open(0, closefd=False)  # noqa: SIM115 - kept open
-        sys.stdout = sys.__stdout__ = open(1, "w", closefd=False, buffering=1)  # noqa: SIM115
-        sys.stderr = sys.__stderr__ = open(2, "w", closefd=False, buffering=1)  # noqa: SIM115
+        sys.stdout = sys.__stdout__ = open(1, "w", buffering=out_buffering, closefd=False)  # noqa: SIM115
+        sys.stderr = sys.__stderr__ = open(  # noqa: SIM115
+            2, "w", buffering=1, errors="backslashreplace", closefd=False
+        )
         sys.path[:] = request["path"]
         importlib.invalidate_caches()
-        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGCHLD):
-            signal.signal(
-                sig, signal.default_int_handler if sig == signal.SIGINT else signal.SIG_DFL
-            )
+        for sig in _FORWARDED + (signal.SIGCHLD,):
+            default = signal.default_int_handler if sig == signal.SIGINT else signal.SIG_DFL
+            signal.signal(sig, signal.SIG_IGN if sig in request["ignored"] else default)
         for name in [m for m in sys.modules if m == "pipeline" or m.startswith("pipeline.")]:
             del sys.modules[name]  # the checkout's code, imported fresh
         random.seed()
@@ -381,21 +459,22 @@ def _become_worker(request: dict, fds: list[int]) -> None:
         if exc.code is not None and not isinstance(exc.code, int):
             print(exc.code, file=sys.stderr)
     except KeyboardInterrupt:
-        import traceback
-
-        traceback.print_exc()
-        code = 128 + signal.SIGINT
+        sys.excepthook(*sys.exc_info())
+        by_signal = signal.SIGINT  # a cold interpreter dies by SIGINT here
     except BaseException:
-        import traceback
-
-        traceback.print_exc()
+        sys.excepthook(*sys.exc_info())
         code = 1
     finally:
         import atexit
 
         with contextlib.suppress(BaseException):
+            threading._shutdown()  # join non-daemon threads, as interpreter exit does
+        with contextlib.suppress(BaseException):
             atexit._run_exitfuncs()
         for stream in (sys.stdout, sys.stderr):
             with contextlib.suppress(BaseException):
                 stream.flush()
+        if by_signal:
+            signal.signal(by_signal, signal.SIG_DFL)
+            os.kill(os.getpid(), by_signal)
         os._exit(code)
