@@ -347,7 +347,8 @@ class ShardDataset(Dataset):
         return self._cached
 
     def _close(self) -> None:
-        if self._cached is not None:
+        # getattr: __del__ also runs for an instance whose __init__ raised (a missing shard)
+        if getattr(self, "_cached", None) is not None:
             self._cached[2].close()
             self._cached = None
 
