@@ -68,11 +68,6 @@ class DvcRecord:
         with self._stage(ident) as (_, stage):
             return [d.def_path for d in stage.deps]
 
-    def changed(self, ident: str) -> bool:
-        """DVC's verdict: would ``dvc repro`` run this instance now?"""
-        with self._stage(ident) as (_, stage):
-            return bool(stage.changed())
-
     def status(self, idents: list[str]) -> dict[str, bool]:
         """``changed`` for many instances, with one view of the repository."""
         from dvc.repo import Repo
@@ -82,7 +77,8 @@ class DvcRecord:
             return {i: bool(by_name[i].changed()) if i in by_name else True for i in idents}
 
     def prepare(self, ident: str, *, clear: bool = True) -> str:
-        """``changed``, ``restore`` and ``clear`` with one reading of ``dvc.yaml`` and ``dvc.lock``.
+        """Whether DVC would run the instance, restored from the run-cache if it can, with one
+        reading of ``dvc.yaml`` and ``dvc.lock``.
 
         ``"up to date"`` or ``"restored"`` when there is nothing to run; otherwise the outputs are
         removed (unless ``clear`` is false) and the instance's command is returned. Parsing the
@@ -102,18 +98,6 @@ class DvcRecord:
                 return stage.cmd
             self._save(stage)
             return "restored"
-
-    def restore(self, ident: str) -> bool:
-        """Check the outputs out of DVC's run-cache and record them; False when not cached."""
-        from dvc.stage.cache import RunCacheNotFoundError
-
-        with self._stage(ident) as (repo, stage):
-            try:
-                repo.stage_cache.restore(stage)
-            except RunCacheNotFoundError:
-                return False
-            self._save(stage)
-            return True
 
     def clear(self, ident: str) -> None:
         """Remove the instance's outputs before it runs (``dvc repro`` does the same)."""
