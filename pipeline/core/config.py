@@ -203,12 +203,47 @@ class PrepareSpec(Strict):
         return self
 
 
+class BackboneRun(Strict):
+    """Which backbones a pretraining stage trains: every variant once per seed.
+
+    The seed is the unit of replication of every claim about a variant: it fixes initialisation
+    and data order for all variants alike, so variants are compared paired by seed. It replaces
+    ``train.seed`` in the DAG's pretraining stages.
+    """
+
+    variants: list[str] = Field(default_factory=list)
+    seeds: list[int] = Field(default_factory=lambda: [0])
+
+    @model_validator(mode="before")
+    @classmethod
+    def _not_a_list(cls, value: Any) -> Any:
+        if isinstance(value, list):
+            raise ValueError(
+                "expected a mapping {variants: [...], seeds: [...]}, not a list; "
+                f"write run: {{variants: {value}, seeds: [0]}}"
+            )
+        return value
+
+    @field_validator("seeds")
+    @classmethod
+    def _distinct_seeds(cls, v: list[int]) -> list[int]:
+        return _distinct_seed_list(v)
+
+
+def _distinct_seed_list(v: list[int]) -> list[int]:
+    if len(set(v)) != len(v):
+        raise ValueError(f"seeds must be distinct, got {v}")
+    if any(s < 0 or s >= 2**31 for s in v):
+        raise ValueError(f"seeds must lie in 0..2**31-1, got {v}")
+    return v
+
+
 class PretrainSpec(Strict):
     data: DataSpec
     model: ModelSpec = Field(default_factory=ModelSpec)
     train: TrainSpec
     variants: dict[str, list[RegularizerConfig]]
-    run: list[str] = Field(default_factory=list)
+    run: BackboneRun = Field(default_factory=BackboneRun)
 
 
 class SimCLRSpec(Strict):
@@ -247,7 +282,7 @@ class SSLSpec(Strict):
     augment: SSLAugment = Field(default_factory=SSLAugment)
     knn_k: int = Field(20, ge=1)
     variants: dict[str, SSLVariant] = Field(default_factory=dict)
-    run: list[str] = Field(default_factory=list)
+    run: BackboneRun = Field(default_factory=BackboneRun)
 
 
 class TargetSpec(Strict):
@@ -258,8 +293,16 @@ class TargetSpec(Strict):
 class FinetuneRun(Strict):
     targets: list[str] = Field(default_factory=list)
     backbones: list[str] = Field(default_factory=list)
+    # Pretraining seeds of each backbone to finetune (each must be trained by pretrain.run.seeds
+    # or ssl.run.seeds); finetuning ``seeds`` are nested inside each of them.
+    backbone_seeds: list[int] = Field(default_factory=lambda: [0])
     regularizers: list[str] = Field(default_factory=lambda: ["none"])
     seeds: list[int] = Field(default_factory=lambda: [0])
+
+    @field_validator("seeds", "backbone_seeds")
+    @classmethod
+    def _distinct_seeds(cls, v: list[int]) -> list[int]:
+        return _distinct_seed_list(v)
 
 
 class FinetuneSpec(Strict):
@@ -318,15 +361,34 @@ class AttackSpec(Strict):
         return self.max_queries if self.max_queries is not None else self.budgets[-1]
 
 
+class PrimaryTest(Strict):
+    """The report's one declared test per variant against the baseline, fixed before any run.
+
+    Over pretraining seeds (the unit of replication), paired by seed; Holm-adjusted across the
+    variants of a target; accuracy is a non-inferiority check at ``accuracy_margin``.
+    """
+
+    attack: Literal["tangent", "hsja", "best"] = "tangent"
+    statistic: Literal["log_ratio_mean_delta", "log_ratio_median_delta"] = "log_ratio_mean_delta"
+    alternative: Literal["greater", "less", "two-sided"] = "greater"
+    test: Literal["t", "wilcoxon"] = "t"
+    alpha: float = Field(0.05, gt=0, lt=1)
+    accuracy_margin: float = Field(0.02, ge=0, le=1)  # non-inferiority margin (absolute)
+    # The claim checked: Δ at least this many times the baseline's (the paper: 10% larger).
+    min_ratio: float = Field(1.10, gt=0)
+    # A model's Δ counts as converged when the last doubling of the query budget lowers its
+    # mean by less than this fraction; unconverged models are not ranked.
+    converged_below: float = Field(0.05, gt=0, lt=1)
+    # For the power line: the per-seed standard deviation of the statistic the design assumed.
+    assumed_sd: float = Field(0.1, gt=0)
+
+
 class ReportSpec(Strict):
     title: str = "Robust transfer"
-    # Paired comparisons and intervals (docs/methods.md, "Reports and statistics").
-    interval: Literal["bootstrap", "t"] = "bootstrap"
     bootstrap_resamples: int = Field(9999, ge=100)
     seed: int = Field(0, ge=0)
     baseline: str = "none"  # the unregularized pretraining variant and finetune regularizer
-    claim_backbone: str = "rep_spectral"  # the claim: this backbone + plain finetuning
-    accuracy_window: float = Field(0.02, ge=0, le=1)  # "within 2% accuracy of the best"
+    primary: PrimaryTest = Field(default_factory=PrimaryTest)
 
 
 class Config(Strict):
@@ -341,10 +403,10 @@ class Config(Strict):
 
     @model_validator(mode="after")
     def _names_resolve(self) -> Config:
-        _check_members("pretrain.run", self.pretrain.run, self.pretrain.variants)
+        _check_members("pretrain.run.variants", self.pretrain.run.variants, self.pretrain.variants)
         ssl_variants = self.ssl.variants if self.ssl else {}
         if self.ssl:
-            _check_members("ssl.run", self.ssl.run, ssl_variants)
+            _check_members("ssl.run.variants", self.ssl.run.variants, ssl_variants)
             if not self.ssl.data.root:
                 raise ValueError("ssl.data.root: required (the DAG tracks it as a dependency)")
         clash = sorted(set(self.pretrain.variants) & set(ssl_variants))
@@ -369,28 +431,42 @@ class Config(Strict):
         missing = [b for b in run.backbones if b not in produced]
         if missing:
             raise ValueError(
-                f"finetune.run.backbones: {missing[0]!r} is not made by pretrain.run or ssl.run; "
-                f"allowed: {', '.join(produced) or '(none)'}"
+                f"finetune.run.backbones: {missing[0]!r} is not made by pretrain.run.variants or "
+                f"ssl.run.variants; allowed: {', '.join(produced) or '(none)'}"
             )
+        self._backbone_seeds_trained()
         self._burn_in_before_end()
         return self
 
     def produced_backbones(self) -> list[str]:
-        """Backbones some stage of this run writes: the variants in pretrain.run and ssl.run."""
-        return [*self.pretrain.run, *(self.ssl.run if self.ssl else [])]
+        """Backbones some stage of this run writes: pretrain.run.variants and ssl.run.variants."""
+        return [*self.pretrain.run.variants, *(self.ssl.run.variants if self.ssl else [])]
+
+    def _backbone_seeds_trained(self) -> None:
+        """Every (backbone, backbone seed) a finetune reads is trained by some stage of the DAG."""
+        run = self.finetune.run
+        for backbone in run.backbones:
+            kind = "pretrain" if backbone in self.pretrain.variants else "ssl"
+            trained = self.pretrain.run.seeds if kind == "pretrain" else self.ssl.run.seeds
+            untrained = [s for s in run.backbone_seeds if s not in trained]
+            if untrained:
+                raise ValueError(
+                    f"finetune.run.backbone_seeds: seed {untrained[0]} of backbone {backbone!r} is "
+                    f"not in {kind}.run.seeds {trained}"
+                )
 
     def _burn_in_before_end(self) -> None:
         """A regularizer whose burn-in is not below the run's epochs would never switch on."""
         checks = [
             (f"pretrain.variants.{v}", self.pretrain.variants[v], "pretrain.train.epochs",
              self.pretrain.train.epochs)
-            for v in self.pretrain.run
+            for v in self.pretrain.run.variants
         ]  # fmt: skip
         if self.ssl:
             checks += [
                 (f"ssl.variants.{v}.regularizers", self.ssl.variants[v].regularizers,
                  "ssl.train.epochs", self.ssl.train.epochs)
-                for v in self.ssl.run
+                for v in self.ssl.run.variants
             ]  # fmt: skip
         checks += [
             (f"finetune.regularizers.{r}", self.finetune.regularizers[r],

@@ -19,13 +19,16 @@ def prepared(name: str) -> Path:
     return ARTIFACTS / "prepared" / name
 
 
-def backbone_dir(name: str) -> Path:
-    """Supervised and SSL backbones share one namespace, so finetuning treats them alike."""
-    return ARTIFACTS / "backbones" / name
+def backbone_id(variant: str, seed: int | str) -> str:
+    """One pretraining run: a variant and its pretraining seed (the unit of replication).
+
+    Supervised and SSL backbones share one namespace, so finetuning treats them alike.
+    """
+    return f"{variant}/seed{seed}"
 
 
-def backbone_model(name: str) -> Path:
-    return backbone_dir(name) / "model.pt"
+def backbone_model(run_id: str) -> Path:
+    return ARTIFACTS / "backbones" / run_id / "model.pt"
 
 
 # A folder every worker of a pool can read and write (NFS, a shared disk), so a stage killed on
@@ -51,16 +54,19 @@ def stage_metrics(stage: str, run_id: str) -> Path:
     return METRICS / stage / run_id
 
 
-def finetune_id(target: str, backbone: str, regularizer: str, seed: int) -> str:
-    return f"{target}/{backbone}/{regularizer}/seed{seed}"
+def finetune_id(
+    target: str, backbone: str, backbone_seed: int | str, regularizer: str, seed: int | str
+) -> str:
+    """A finetuning run: nested in its backbone's pretraining run (``backbone_seed``)."""
+    return f"{target}/{backbone}/backbone_seed{backbone_seed}/{regularizer}/seed{seed}"
 
 
 def finetune_model(run_id: str) -> Path:
     return ARTIFACTS / "finetune" / run_id / "model.pt"
 
 
-def readout_id(target: str, backbone: str) -> str:
-    return f"{target}/{backbone}"
+def readout_id(target: str, backbone: str, backbone_seed: int | str) -> str:
+    return f"{target}/{backbone}/backbone_seed{backbone_seed}"
 
 
 def readout_model(run_id: str) -> Path:

@@ -50,8 +50,9 @@ class AttackedModel:
     run_id: str
     target: str
     backbone: str
+    backbone_seed: int  # the pretraining seed: the unit of replication
     regularizer: str | None  # None for readout
-    seed: int | None  # None for readout
+    seed: int | None  # the finetuning seed, nested in backbone_seed; None for readout
     test_acc: float | None
     attack: dict  # the attack summary; {} when the model was not attacked
     samples: Path | None  # the attack's per-sample CSV, when present
@@ -60,6 +61,11 @@ class AttackedModel:
     def variant(self) -> str:
         """What the paired comparisons pair up: (backbone, finetune regularizer) or the backbone."""
         return self.backbone if self.kind == "readout" else f"{self.backbone}/{self.regularizer}"
+
+    @property
+    def cell(self) -> tuple[int, int]:
+        """(pretraining seed, finetuning seed): what a paired comparison pairs on."""
+        return (self.backbone_seed, self.seed or 0)
 
     @property
     def methods(self) -> list[str]:
@@ -71,6 +77,7 @@ class AttackedModel:
             "stage": self.kind,
             "target": self.target,
             "backbone": self.backbone,
+            "backbone_seed": self.backbone_seed,
             "regularizer": self.regularizer,
             "seed": self.seed,
             "test_acc": self.test_acc,
@@ -90,7 +97,7 @@ class AttackedModel:
 def _model(kind: str, run_id: str, summary: dict, attacks: dict, metrics: Path) -> AttackedModel:
     attack = attacks.get(run_id, {})
     samples = metrics / "attack" / kind / run_id / "samples.csv"
-    missing = [k for k in ("target", "backbone") if k not in summary]
+    missing = [k for k in ("target", "backbone", "backbone_seed") if k not in summary]
     if missing:
         where = metrics / kind / run_id / "summary.json"
         raise PipelineError(f"{where}: missing key(s) {', '.join(missing)}")
@@ -100,6 +107,7 @@ def _model(kind: str, run_id: str, summary: dict, attacks: dict, metrics: Path) 
         run_id=run_id,
         target=summary["target"],
         backbone=summary["backbone"],
+        backbone_seed=int(summary["backbone_seed"]),
         regularizer=summary.get("regularizer") if kind == "finetune" else None,
         seed=summary.get("seed") if kind == "finetune" else None,
         test_acc=None if acc is None else float(acc),

@@ -52,19 +52,24 @@ def plot_transfer(groups: list[dict], label_keys: tuple[str, ...], out: Path, ti
     return _save(fig, out)
 
 
-def plot_pretrain_sigmas(metrics_root: Path, variants: list[str], out: Path) -> Path | None:
-    """Σ σ_max² of the backbone's feature layers over training, one line per pretraining variant."""
+def plot_pretrain_sigmas(metrics_root: Path, runs: list[tuple[str, str]], out: Path) -> Path | None:
+    """Σ σ_max² of the backbone's feature layers over training: ``runs`` are (variant, run id)
+    pairs; one colour per variant, one line per pretraining seed."""
     fig, ax = plt.subplots(figsize=(6, 3.8))
     drawn = 0
-    for v in variants:
-        hist_path = metrics_root / v / "history.json"
+    colors: dict[str, tuple] = {}
+    for variant, run_id in runs:
+        hist_path = metrics_root / run_id / "history.json"
         if not hist_path.is_file():
             continue
         history = json.loads(hist_path.read_text())
         epochs = [r["epoch"] for r in history if "sum_sigma_max_sq" in r]
         values = [r["sum_sigma_max_sq"] for r in history if "sum_sigma_max_sq" in r]
         if epochs:
-            ax.plot(epochs, values, marker="o", ms=3, label=v)
+            first = variant not in colors
+            colors.setdefault(variant, plt.cm.tab10(len(colors) % 10))
+            label = variant if first else None
+            ax.plot(epochs, values, marker="o", ms=3, color=colors[variant], label=label)
             drawn += 1
     if not drawn:
         plt.close(fig)
@@ -121,19 +126,16 @@ def plot_queries(
     return _save(fig, out)
 
 
-def _err(center: float, low: float, high: float) -> list[list[float]] | None:
-    if not (math.isfinite(low) and math.isfinite(high)):
-        return None
-    return [[max(0.0, center - low)], [max(0.0, high - center)]]
+def _sd(row: dict, field: str) -> float | None:
+    sd = row.get(f"{field}_std", math.nan)
+    return sd if isinstance(sd, float) and math.isfinite(sd) else None
 
 
-def plot_tradeoff(
-    panels: list[tuple[str, list[dict], dict | None]], out: Path, window: float, baseline: str
-) -> Path | None:
-    """Test accuracy against mean Δ per variant, one panel per (title, variants, winner).
+def plot_tradeoff(panels: list[tuple[str, list[dict]]], out: Path, margin: float, baseline: str):
+    """Test accuracy against mean Δ per variant, one panel per (title, variants).
 
-    Bars: accuracy t-interval over seeds, Δ interval over samples (``delta_low``/``_high``). The
-    shaded band is the accuracy window of the claim check; the star marks its winner.
+    Bars: ±1 standard deviation over pretraining seeds (``test_acc_std``, ``mean_distance_std``);
+    the shaded band is the accuracy non-inferiority margin below the baseline. None without data.
     """
     panels = [p for p in panels if p[1]]
     if not panels:
@@ -141,10 +143,11 @@ def plot_tradeoff(
     rows, cols = _grid(len(panels), max_cols=2)
     fig, axes = plt.subplots(rows, cols, figsize=(7.0 * cols, 4.0 * rows), squeeze=False)
     markers = "o^vDPXph<>"
-    for ax, (title, variants, winner) in zip(axes.flat, panels, strict=False):
-        accs = [v["test_acc_mean"] for v in variants if math.isfinite(v["test_acc_mean"])]
-        if accs:
-            ax.axvspan(max(accs) - window, max(accs), color="0.9", zorder=0)
+    for ax, (title, variants) in zip(axes.flat, panels, strict=False):
+        base = [v for v in variants if v["variant"] in (baseline, f"{baseline}/{baseline}")]
+        if base and math.isfinite(base[0]["test_acc_mean"]):
+            top = base[0]["test_acc_mean"]
+            ax.axvspan(top - margin, top, color="0.9", zorder=0)
         # Colour by backbone, marker by finetune regularizer: groups stay visible with many runs.
         backbones = sorted({v["backbone"] for v in variants})
         regs = sorted({str(v["regularizer"]) for v in variants})
@@ -158,8 +161,8 @@ def plot_tradeoff(
             ax.errorbar(
                 x,
                 y,
-                xerr=_err(x, v["test_acc_low"], v["test_acc_high"]),
-                yerr=_err(y, v["delta_low"], v["delta_high"]),
+                xerr=_sd(v, "test_acc"),
+                yerr=_sd(v, "mean_distance"),
                 fmt=marker,
                 color=color,
                 ms=5,
@@ -174,16 +177,6 @@ def plot_tradeoff(
         if len(variants) > 8:
             ncol = math.ceil(len(variants) / 16)
             ax.legend(fontsize=6, loc="upper left", bbox_to_anchor=(1.01, 1.0), ncol=ncol)
-        if winner is not None:
-            ax.plot(
-                winner["test_acc_mean"],
-                winner["mean_distance_mean"],
-                marker="*",
-                ms=14,
-                mfc="none",
-                mec="red",
-                ls="none",
-            )
         ax.set_title(title, fontsize=9)
         ax.locator_params(axis="x", nbins=5)
         ax.set_xlabel("test accuracy", fontsize=8)

@@ -1,10 +1,16 @@
-"""The attack's per-sample CSV: final distance per (method, test-split index)."""
+"""The attack's per-sample CSV: final distance per (method, test-split index), and the best
+distance found within each query budget (``d_<budget>`` columns, empty while none was found).
+
+A sample the attack did not fool has distance ``inf``: censored, kept by every reader here.
+"""
 
 from __future__ import annotations
 
 import csv
 import math
 from pathlib import Path
+
+import numpy as np
 
 from pipeline.core.errors import PipelineError
 
@@ -39,6 +45,27 @@ def _read(path: Path) -> dict[str, dict[int, float]]:
             method = row.get("method") or BEST
             out.setdefault(method, {})[index] = _float(row["distance"])
     return out
+
+
+def read_budget_means(path: Path | None, method: str = BEST) -> dict[int, float]:
+    """Budget -> mean over ``method``'s samples of the best distance found within it; NaN where
+    some sample had not been fooled within that budget (its distance is not yet measured)."""
+    if path is None:
+        return {}
+    with Path(path).open(newline="") as f:
+        reader = csv.DictReader(f)
+        budgets = [
+            int(c[2:]) for c in reader.fieldnames or [] if c.startswith("d_") and c[2:].isdigit()
+        ]
+        values: dict[int, list[float]] = {b: [] for b in budgets}
+        for row in reader:
+            if (row.get("method") or BEST) != method:
+                continue
+            for b in budgets:
+                values[b].append(_float(row[f"d_{b}"]))
+    return {
+        b: float(np.mean(v)) if v and np.isfinite(v).all() else math.nan for b, v in values.items()
+    }
 
 
 def read_distances(path: Path | None, method: str = BEST) -> dict[int, float]:

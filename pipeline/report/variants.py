@@ -1,42 +1,44 @@
-"""One row per transfer variant (kind, target, backbone[, finetune regularizer]): seeds aggregated."""
+"""One row per transfer variant (kind, target, backbone[, finetune regularizer]): runs aggregated.
+
+Averages respect the nesting: a pretraining seed's finetuning runs are averaged first, then the
+pretraining seeds (the unit of replication), so ``_std`` is the spread between pretraining runs.
+"""
 
 from __future__ import annotations
 
 import math
 from collections import defaultdict
 
+import numpy as np
+
 from pipeline.report.collect import AttackedModel
+from pipeline.report.primary import group
 from pipeline.report.samples import read_distances
-from pipeline.report.stats import IntervalOptions, mean_std, stratified_mean_interval
+from pipeline.report.stats import mean_std
 
-IDENTITY = ("stage", "target", "backbone", "regularizer", "seed")
+IDENTITY = ("stage", "target", "backbone", "backbone_seed", "regularizer", "seed")
 
 
-def group_models(models: list[AttackedModel]) -> dict[tuple[str, str, str], list[AttackedModel]]:
-    """(kind, target, variant) -> its models ordered by seed; groups in a stable sorted order."""
-    groups: dict[tuple[str, str, str], list[AttackedModel]] = defaultdict(list)
-    for m in models:
-        groups[(m.kind, m.target, m.variant)].append(m)
-    return {
-        k: sorted(v, key=lambda m: (m.seed is None, m.seed or 0)) for k, v in sorted(groups.items())
-    }
+def _unit_means(rows: list[dict], seeds: list[int], field: str) -> list[float]:
+    """Per pretraining seed, the mean of ``field`` over its finetuning runs (None/NaN skipped)."""
+    by_seed: dict[int, list[float]] = defaultdict(list)
+    for seed, row in zip(seeds, rows, strict=True):
+        v = row.get(field)
+        if isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v):
+            by_seed[seed].append(float(v))
+    return [float(np.mean(v)) for _, v in sorted(by_seed.items()) if v]
 
 
 def summarize_variants(
-    models: list[AttackedModel],
-    methods: list[str],
-    budgets: list[int],
-    options: IntervalOptions,
+    models: list[AttackedModel], methods: list[str], budgets: list[int], primary: str
 ) -> list[dict]:
-    """Per variant: ``<field>_mean``/``_std`` over seeds of every numeric field of the model rows.
-
-    Also ``n`` (models, one per seed), ``test_acc_low``/``_high`` (t-interval over seeds, NaN with
-    one seed) and ``delta_low``/``_high``: the interval of the mean best-over-methods distance from
-    the per-sample CSVs (``options``; NaN without samples).
-    """
+    """Per variant: ``<field>_mean``/``_std`` over pretraining seeds of every numeric field of the
+    model rows; ``n`` (pretraining seeds), ``runs`` (models) and ``censored`` (samples the
+    ``primary`` attack did not fool, kept as Δ = inf by the comparisons)."""
     out = []
-    for (kind, target, variant), members in group_models(models).items():
+    for (kind, target, variant), members in group(models).items():
         rows = [m.row(methods, budgets) for m in members]
+        seeds = [m.backbone_seed for m in members]
         first = members[0]
         summary = {
             "kind": kind,
@@ -44,20 +46,19 @@ def summarize_variants(
             "variant": variant,
             "backbone": first.backbone,
             "regularizer": first.regularizer,
-            "n": len(members),
+            "n": len(set(seeds)),
+            "runs": len(members),
             "attacked": sum(bool(m.attack) for m in members),
+            "censored": sum(
+                sum(math.isinf(d) for d in read_distances(m.samples, primary).values())
+                for m in members
+            ),
         }
         for field in rows[0]:
             if field in IDENTITY:
                 continue
-            summary[f"{field}_mean"], summary[f"{field}_std"] = mean_std(r[field] for r in rows)
-        acc = stratified_mean_interval(
-            [[m.test_acc] for m in members if m.test_acc is not None], "t"
-        )
-        summary["test_acc_low"], summary["test_acc_high"] = acc.low, acc.high
-        strata = [list(read_distances(m.samples).values()) for m in members]
-        delta = options(strata) if any(strata) else None
-        summary["delta_low"] = delta.low if delta else math.nan
-        summary["delta_high"] = delta.high if delta else math.nan
+            summary[f"{field}_mean"], summary[f"{field}_std"] = mean_std(
+                _unit_means(rows, seeds, field)
+            )
         out.append(summary)
     return out

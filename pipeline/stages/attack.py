@@ -43,11 +43,14 @@ ARGS = (
     Arg("kind", help="finetune or readout"),
     Arg("target", help="a name under finetune.targets"),
     Arg("backbone", help="a pretrain or ssl variant"),
+    Arg("backbone_seed", type=int, help="the backbone's pretraining seed"),
     Arg("regularizer", required=False, help="the finetune regularizer (kind finetune)"),
     Arg("seed", type=int, required=False, help="the finetune seed (kind finetune)"),
 )
-_FINETUNE_RUN = paths.finetune_id("{target}", "{backbone}", "{regularizer}", "{seed}")
-_READOUT_RUN = paths.readout_id("{target}", "{backbone}")
+_FINETUNE_RUN = paths.finetune_id(
+    "{target}", "{backbone}", "{backbone_seed}", "{regularizer}", "{seed}"
+)
+_READOUT_RUN = paths.readout_id("{target}", "{backbone}", "{backbone_seed}")
 _ATTACK = {
     "command": "attack",
     "gpus": 1,
@@ -60,6 +63,7 @@ STAGES = (
         matrix={
             "target": "finetune.run.targets",
             "backbone": "finetune.run.backbones",
+            "backbone_seed": "finetune.run.backbone_seeds",
             "regularizer": "finetune.run.regularizers",
             "seed": "finetune.run.seeds",
         },
@@ -71,7 +75,11 @@ STAGES = (
     ),
     StageSpec(
         name="attack_readout",
-        matrix={"target": "finetune.run.targets", "backbone": "finetune.run.backbones"},
+        matrix={
+            "target": "finetune.run.targets",
+            "backbone": "finetune.run.backbones",
+            "backbone_seed": "finetune.run.backbone_seeds",
+        },
         fixed={"kind": "readout"},
         deps=(str(paths.readout_model(_READOUT_RUN)), str(paths.prepared("{target}"))),
         outs=(str(paths.attack_metrics("readout", _READOUT_RUN) / "samples.csv"),),
@@ -82,14 +90,19 @@ STAGES = (
 
 
 def run_id_for(
-    kind: str, target: str, backbone: str, regularizer: str | None, seed: int | None
+    kind: str,
+    target: str,
+    backbone: str,
+    backbone_seed: int,
+    regularizer: str | None,
+    seed: int | None,
 ) -> str:
     if kind == "finetune":
         if regularizer is None or seed is None:
             raise ConfigError("attack --kind finetune needs --regularizer and --seed")
-        return paths.finetune_id(target, backbone, regularizer, seed)
+        return paths.finetune_id(target, backbone, backbone_seed, regularizer, seed)
     if kind == "readout":
-        return paths.readout_id(target, backbone)
+        return paths.readout_id(target, backbone, backbone_seed)
     raise ConfigError(f"--kind {kind!r}; allowed: {', '.join(KINDS)}")
 
 
@@ -97,9 +110,11 @@ def _model_path(kind: str, run_id: str):
     return paths.finetune_model(run_id) if kind == "finetune" else paths.readout_model(run_id)
 
 
-def run(cfg, kind: str, target: str, backbone: str, regularizer=None, seed=None) -> dict:
+def run(
+    cfg, kind: str, target: str, backbone: str, backbone_seed: int, regularizer=None, seed=None
+) -> dict:
     check_names(cfg, target, backbone, regularizer)
-    run_id = run_id_for(kind, target, backbone, regularizer, seed)
+    run_id = run_id_for(kind, target, backbone, backbone_seed, regularizer, seed)
     spec = cfg.attack
     run_seed = seed or 0  # the finetune seed; a readout has none
     data = cfg.finetune.targets[target].data
@@ -157,6 +172,7 @@ def run(cfg, kind: str, target: str, backbone: str, regularizer=None, seed=None)
         "kind": kind,
         "target": target,
         "backbone": backbone,
+        "backbone_seed": backbone_seed,
         "regularizer": regularizer,
         "seed": seed,
         "test_acc": float(correct.mean()) if correct.size else float("nan"),

@@ -1,6 +1,7 @@
 """``finetune``: a pretrained backbone, a fresh head, trained on a target dataset.
 
-One run per (target, backbone, finetune regularizer, seed). The optimizer is built after the
+One run per (target, backbone, backbone seed, finetune regularizer, seed): finetuning seeds
+are nested inside each pretraining run of the backbone. The optimizer is built after the
 head is replaced (inside ``fit``), so the new head is the one trained.
 """
 
@@ -16,10 +17,11 @@ from pipeline.stages.supervised import open_train_test, train_supervised
 ARGS = (
     Arg("target", help="a name under finetune.targets"),
     Arg("backbone", help="a pretrain or ssl variant"),
+    Arg("backbone_seed", type=int, help="the backbone's pretraining seed"),
     Arg("regularizer", help="a name under finetune.regularizers"),
     Arg("seed", type=int),
 )
-_RUN = paths.finetune_id("{target}", "{backbone}", "{regularizer}", "{seed}")
+_RUN = paths.finetune_id("{target}", "{backbone}", "{backbone_seed}", "{regularizer}", "{seed}")
 STAGES = (
     StageSpec(
         name="finetune",
@@ -27,13 +29,17 @@ STAGES = (
         matrix={
             "target": "finetune.run.targets",
             "backbone": "finetune.run.backbones",
+            "backbone_seed": "finetune.run.backbone_seeds",
             "regularizer": "finetune.run.regularizers",
             "seed": "finetune.run.seeds",
         },
         gpus="{finetune.targets.{target}.train.gpus}",
         params=("finetune.targets.{target}", "finetune.regularizers.{regularizer}"),
         code=TRAINING_CODE,
-        deps=(str(paths.backbone_model("{backbone}")), str(paths.prepared("{target}"))),
+        deps=(
+            str(paths.backbone_model(paths.backbone_id("{backbone}", "{backbone_seed}"))),
+            str(paths.prepared("{target}")),
+        ),
         private=(str(paths.checkpoints("finetune", _RUN)),),
         outs=(str(paths.finetune_model(_RUN)),),
         metrics=(str(paths.stage_metrics("finetune", _RUN) / "summary.json"),),
@@ -44,17 +50,23 @@ STAGES = (
 )
 
 
-def run(cfg, target: str, backbone: str, regularizer: str, seed: int) -> dict:
+def run(cfg, target: str, backbone: str, backbone_seed: int, regularizer: str, seed: int) -> dict:
     check_names(cfg, target, backbone, regularizer)
     tspec = cfg.finetune.targets[target]
     train_spec = tspec.train.model_copy(update={"seed": seed})
     train_raw, test_raw = open_train_test(tspec.data, cfg.run)
-    model, meta, _ = load_backbone_for(train_raw.channels, backbone)
+    model, meta, _ = load_backbone_for(train_raw.channels, backbone, backbone_seed)
     stage = start(cfg, seed)
     model.replace_head(train_raw.num_classes)
     regs = cfg.finetune.regularizers[regularizer]
-    run_id = paths.finetune_id(target, backbone, regularizer, seed)
-    item = {"target": target, "backbone": backbone, "regularizer": regularizer, "seed": seed}
+    run_id = paths.finetune_id(target, backbone, backbone_seed, regularizer, seed)
+    item = {
+        "target": target,
+        "backbone": backbone,
+        "backbone_seed": backbone_seed,
+        "regularizer": regularizer,
+        "seed": seed,
+    }
     summary = train_supervised(
         model=model,
         train_raw=train_raw,
@@ -76,6 +88,7 @@ def run(cfg, target: str, backbone: str, regularizer: str, seed: int) -> dict:
             "kind": "finetune",
             "target": target,
             "backbone": backbone,
+            "backbone_seed": backbone_seed,
             "regularizer": regularizer,
             "seed": seed,
         }

@@ -22,29 +22,37 @@ from pipeline.stages.spec import MODEL_CODE, Arg, StageSpec
 ARGS = (
     Arg("target", help="a name under finetune.targets"),
     Arg("backbone", help="a pretrain or ssl variant"),
+    Arg("backbone_seed", type=int, help="the backbone's pretraining seed"),
 )
-_RUN = paths.readout_id("{target}", "{backbone}")
+_RUN = paths.readout_id("{target}", "{backbone}", "{backbone_seed}")
 STAGES = (
     StageSpec(
         name="readout",
         command="readout",
-        matrix={"target": "finetune.run.targets", "backbone": "finetune.run.backbones"},
+        matrix={
+            "target": "finetune.run.targets",
+            "backbone": "finetune.run.backbones",
+            "backbone_seed": "finetune.run.backbone_seeds",
+        },
         gpus=1,
         params=("finetune.targets.{target}.data", "readout"),
         code=(*MODEL_CODE, "pipeline/readout.py"),
-        deps=(str(paths.backbone_model("{backbone}")), str(paths.prepared("{target}"))),
+        deps=(
+            str(paths.backbone_model(paths.backbone_id("{backbone}", "{backbone_seed}"))),
+            str(paths.prepared("{target}")),
+        ),
         outs=(str(paths.readout_model(_RUN)),),
         metrics=(str(paths.stage_metrics("readout", _RUN) / "summary.json"),),
     ),
 )
 
 
-def run(cfg, target: str, backbone: str) -> dict:
+def run(cfg, target: str, backbone: str, backbone_seed: int) -> dict:
     check_names(cfg, target, backbone)
     data = cfg.finetune.targets[target].data
     train_raw = open_split(data, cfg.run, "train")
     test_raw = open_split(data, cfg.run, "test")
-    model, meta, _ = load_backbone_for(train_raw.channels, backbone)
+    model, meta, _ = load_backbone_for(train_raw.channels, backbone, backbone_seed)
     stage = start(cfg, 0)
     model.to(stage.device)
     # Frozen features with the deterministic test-time transform for both splits.
@@ -59,12 +67,13 @@ def run(cfg, target: str, backbone: str) -> dict:
     summary = {
         "target": target,
         "backbone": backbone,
+        "backbone_seed": backbone_seed,
         "test_acc": float(np.mean(clf.predict(test_x) == test_y)),
         "train_acc": float(np.mean(clf.predict(train_x) == train_y)),
         "converged": converged,
         "feature_dim": int(train_x.shape[1]),
     }
-    run_id = paths.readout_id(target, backbone)
+    run_id = paths.readout_id(target, backbone, backbone_seed)
     out_meta = {
         **meta,
         "image_size": data.image_size,
@@ -72,6 +81,7 @@ def run(cfg, target: str, backbone: str) -> dict:
         "kind": "readout",
         "target": target,
         "backbone": backbone,
+        "backbone_seed": backbone_seed,
     }
     save_model(model.cpu(), paths.readout_model(run_id), out_meta)
     write_json(paths.stage_metrics("readout", run_id) / "summary.json", summary)

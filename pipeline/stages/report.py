@@ -7,16 +7,21 @@ from pathlib import Path
 from pipeline.core import paths
 from pipeline.core.io import atomic_write_text, write_csv
 from pipeline.report.collect import collect_results
-from pipeline.report.compare import compare_with_baseline
 from pipeline.report.figures import (
     plot_pretrain_sigmas,
     plot_queries,
     plot_tradeoff,
     plot_transfer,
 )
-from pipeline.report.findings import claim_check, ranking_sentence, tradeoff_winner
-from pipeline.report.stats import IntervalOptions
-from pipeline.report.tables import comparison_table, markdown_table
+from pipeline.report.findings import ranking_sentence
+from pipeline.report.primary import UNCONVERGED, UNTESTABLE, YES, primary_results
+from pipeline.report.tables import (
+    convergence_table,
+    design_lines,
+    exploratory_table,
+    markdown_table,
+    primary_table,
+)
 from pipeline.report.variants import summarize_variants
 from pipeline.stages.spec import Arg, StageSpec
 
@@ -41,30 +46,33 @@ STAGES = (
 
 def run(cfg) -> dict:
     spec = cfg.report
-    options = IntervalOptions(
-        method=spec.interval, resamples=spec.bootstrap_resamples, seed=spec.seed
-    )
+    primary = spec.primary
     results = collect_results(paths.METRICS)
     methods, budgets, models = results["methods"], results["budgets"], results["models"]
-    variants = summarize_variants(models, methods, budgets, options)
-    comparisons = compare_with_baseline(models, methods, options, spec.baseline)
+    variants = summarize_variants(models, methods, budgets, primary.attack)
+    tests, convergence = primary_results(
+        models, primary, spec.baseline, spec.bootstrap_resamples, spec.seed
+    )
     targets = sorted({v["target"] for v in variants})
     FIGURES.mkdir(parents=True, exist_ok=True)
     for stale in sorted(FIGURES.glob("*.png")):  # the folder is this stage's output alone
         stale.unlink()
 
     lines = [f"# {spec.title}", ""]
+    lines += _answer(tests, variants, targets, primary, spec.baseline)
+    lines += ["## Convergence of Δ in the query budget", "", convergence_table(convergence), ""]
     lines += _pretraining(results)
     for kind in ("finetune", "readout"):
-        lines += _transfer_section(kind, variants, targets, methods, budgets)
-    lines += _comparisons(comparisons, targets, options, spec.baseline)
-    lines += _claims(variants, comparisons, targets, spec)
+        lines += _transfer_section(kind, variants, targets, methods, budgets, tests)
+    lines += _exploratory(models, methods, primary, spec)
+    lines += _tradeoff(variants, targets, primary, spec.baseline)
     attack_names = ", ".join(methods) if methods else "the attack"
     lines += [
         "",
         f"Δ: ℓ2 distance (pixel space [0, 1]) to the decision boundary found by the hard-label "
         f"attacks ({attack_names}); *best* is, per sample, the smallest distance over the "
-        "methods. Larger is more robust.",
+        "methods. Larger is more robust. A sample an attack did not fool within its budget is "
+        "censored (Δ at least as large as anything measured) and kept in every comparison.",
         "",
     ]
     write_csv(OUT_CSV, [m.row(methods, budgets) for m in models])
@@ -72,9 +80,40 @@ def run(cfg) -> dict:
     return {
         "finetune_groups": sum(v["kind"] == "finetune" for v in variants),
         "readout_groups": sum(v["kind"] == "readout" for v in variants),
-        "comparisons": len(comparisons),
+        "primary_tests": len(tests),
+        "verdicts": {f"{t.kind}:{t.target}:{t.variant}": t.verdict for t in tests},
         "report": str(Path(OUT_MD)),
     }
+
+
+def _answer(tests, variants, targets, primary, baseline: str) -> list[str]:
+    """The question, the declared test, and the answer per kind and target."""
+    lines = ["## The answer", ""]
+    lines += design_lines(primary, baseline, variants)
+    for kind, title in (("finetune", "Finetuning"), ("readout", "Readout retraining")):
+        for target in targets:
+            rows = [t for t in tests if t.kind == kind and t.target == target]
+            if not rows:
+                continue
+            lines += [f"### {title} on {target}", "", primary_table(rows, primary), ""]
+            lines += [f"* **{t.variant}: {t.verdict}**: {t.reason}." for t in rows]
+            ranked = [t for t in rows if t.verdict not in (UNTESTABLE, UNCONVERGED)]
+            ranked.sort(key=lambda t: -t.ratio)
+            if ranked:
+                lines.append(
+                    "* Ranked by Δ ratio (converged, testable variants only; exploratory): "
+                    + " > ".join(f"{t.variant} ({t.ratio:.3g})" for t in ranked)
+                    + "."
+                )
+            yes = [t.variant for t in rows if t.verdict == YES]
+            lines += [
+                "",
+                f"**Does regularized pretraining make the {title.lower()} model on {target} harder "
+                f"to attack at ≤ {primary.accuracy_margin:g} accuracy cost?** "
+                + (f"Yes, for {', '.join(yes)}." if yes else "No variant shows it."),
+                "",
+            ]
+    return lines
 
 
 def _pretraining(results: dict) -> list[str]:
@@ -84,6 +123,7 @@ def _pretraining(results: dict) -> list[str]:
             results["pretrain"],
             [
                 ("variant", "variant"),
+                ("seed", "seed"),
                 ("test acc", "test_acc"),
                 ("Σ σ_max² (features)", "sum_sigma_max_sq"),
                 ("max σ_max", "max_sigma_max"),
@@ -92,9 +132,7 @@ def _pretraining(results: dict) -> list[str]:
         )
     )
     sig = plot_pretrain_sigmas(
-        paths.METRICS / "pretrain",
-        [r["variant"] for r in results["pretrain"]],
-        FIGURES / "pretrain_sigma.png",
+        paths.METRICS / "pretrain", _runs(results["pretrain"]), FIGURES / "pretrain_sigma.png"
     )
     if sig:
         lines += ["", "![Σ σ_max² over training](figures/pretrain_sigma.png)"]
@@ -105,6 +143,7 @@ def _pretraining(results: dict) -> list[str]:
                 results["ssl"],
                 [
                     ("variant", "variant"),
+                    ("seed", "seed"),
                     ("method", "method"),
                     ("kNN acc", "knn_acc"),
                     ("readout acc", "readout_acc"),
@@ -114,45 +153,51 @@ def _pretraining(results: dict) -> list[str]:
             )
         )
         sig = plot_pretrain_sigmas(
-            paths.METRICS / "ssl", [r["variant"] for r in results["ssl"]], FIGURES / "ssl_sigma.png"
+            paths.METRICS / "ssl", _runs(results["ssl"]), FIGURES / "ssl_sigma.png"
         )
         if sig:
             lines += ["", "![Σ σ_max² over SSL training](figures/ssl_sigma.png)"]
     return lines
 
 
-def _transfer_section(
-    kind: str, variants: list[dict], targets: list[str], methods: list[str], budgets: list[int]
-) -> list[str]:
+def _runs(rows: list[dict]) -> list[tuple[str, str]]:
+    """(variant, run id) of pretraining summaries, for the σ-over-training figure."""
+    return [(r["variant"], paths.backbone_id(r["variant"], r.get("seed", 0))) for r in rows]
+
+
+def _transfer_section(kind, variants, targets, methods, budgets, tests) -> list[str]:
     rows = [v for v in variants if v["kind"] == kind]
+    if not rows:
+        return []
     finetune = kind == "finetune"
+    title = (
+        "Finetuning" if finetune else "Readout retraining (logistic regression on frozen features)"
+    )
+    columns = [("target", "target"), ("backbone", "backbone")]
     if finetune:
-        title = "Finetuning: accuracy and mean adversarial distance Δ (mean ± std over seeds)"
-        columns = [
-            ("target", "target"),
-            ("backbone", "backbone"),
-            ("finetune reg.", "regularizer"),
-            ("seeds", "n"),
-            ("test acc", "test_acc_mean±test_acc_std"),
-        ]
-        columns += [
-            (f"mean Δ ({m})", f"mean_distance_{m}_mean±mean_distance_{m}_std") for m in methods
-        ]
-        columns.append(("mean Δ (best)", "mean_distance_mean±mean_distance_std"))
-    else:
-        if not rows:
-            return []
-        title = "Readout retraining (logistic regression on frozen features)"
-        columns = [("target", "target"), ("backbone", "backbone"), ("test acc", "test_acc_mean")]
-        columns += [(f"mean Δ ({m})", f"mean_distance_{m}_mean") for m in methods]
-        columns.append(("mean Δ (best)", "mean_distance_mean"))
-    columns.append(("attack success", "success_rate_mean"))
-    lines = ["", f"## {title}", "", markdown_table(rows, columns), ""]
+        columns.append(("finetune reg.", "regularizer"))
+    columns += [
+        ("pretraining seeds", "n"),
+        ("runs", "runs"),
+        ("test acc", "test_acc_mean±test_acc_std"),
+    ]
+    columns += [(f"mean Δ ({m})", f"mean_distance_{m}_mean±mean_distance_{m}_std") for m in methods]
+    columns += [
+        ("mean Δ (best)", "mean_distance_mean±mean_distance_std"),
+        ("censored", "censored"),
+    ]
+    lines = [
+        "",
+        f"## {title}: accuracy and mean Δ (mean ± std over pretraining seeds; descriptive)",
+        "",
+        markdown_table(rows, columns),
+        "",
+    ]
+    unconverged = {t.variant for t in tests if t.kind == kind and t.verdict == UNCONVERGED}
     for target in targets:
-        trows = [v for v in rows if v["target"] == target]
+        trows = [v for v in rows if v["target"] == target and v["variant"] not in unconverged]
         if trows:
-            lines.append(ranking_sentence(kind, target, trows, methods))
-            lines.append("")
+            lines += [ranking_sentence(kind, target, trows, methods), ""]
     label = "finetune" if finetune else "readout retraining"
     for target in targets:
         trows = [v for v in rows if v["target"] == target]
@@ -169,65 +214,44 @@ def _transfer_section(
     return lines
 
 
-def _comparisons(comparisons, targets: list[str], options, baseline: str) -> list[str]:
-    lines = [
-        "## Paired comparison with the unregularized baseline",
+def _exploratory(models, methods, primary, spec) -> list[str]:
+    """The same paired statistic under the other attacks: exploratory, unadjusted, no verdict."""
+    others = [m for m in ("best", *methods) if m != primary.attack]
+    rows = []
+    for method in others:
+        declared = primary.model_copy(update={"attack": method})
+        found = primary_results(
+            models, declared, spec.baseline, spec.bootstrap_resamples, spec.seed
+        )
+        rows += [(method, r) for r in found[0]]
+    if not rows:
+        return []
+    return [
+        "## Exploratory: the same comparison under the other attacks",
         "",
-        f"Each variant against `{baseline}` (finetuning: backbone and finetune regularizer both "
-        f"`{baseline}`) on the same target. Distances are paired on (seed, test-split index): "
-        "only samples both models attacked count. The difference is the mean over seeds of the "
-        "mean paired difference; *best* pairs each sample's best distance over the attacks. "
-        + options.describe()
-        + " The accuracy difference is the mean over the common seeds, with a t-interval over "
-        "seeds when there are two or more. `*` marks an interval that excludes 0.",
+        "Not part of the declared test: p-values are unadjusted and carry no verdict.",
         "",
-    ]
-    for target in targets:
-        rows = [c for c in comparisons if c.target == target]
-        lines += [f"### {target}", ""]
-        lines.append(comparison_table(rows) if rows else f"No variant to pair with `{baseline}`.")
-        lines.append("")
-    return lines
-
-
-def _claims(variants, comparisons, targets: list[str], spec) -> list[str]:
-    lines = [
-        "## Claim check",
-        "",
-        f"The claim: {spec.claim_backbone} pretraining with plain finetuning gives the largest "
-        f"mean Δ among the variants within {spec.accuracy_window:g} (absolute) test accuracy of "
-        "the best one.",
+        exploratory_table(rows),
         "",
     ]
-    panels = []
-    for target in targets:
-        sentences = []
-        for kind in ("finetune", "readout"):
-            rows = [v for v in variants if v["kind"] == kind and v["target"] == target]
-            if not rows:
-                continue
-            sentences.append(
-                claim_check(
-                    kind,
-                    target,
-                    rows,
-                    comparisons,
-                    window=spec.accuracy_window,
-                    claimed=spec.claim_backbone,
-                    baseline=spec.baseline,
-                )
-            )
-            winner = tradeoff_winner(rows, spec.accuracy_window)
-            panels.append((f"{kind} on {target}", rows, winner))
-        lines += [f"### {target}", ""]
-        for sentence in sentences:
-            lines += [sentence, ""]
-    if plot_tradeoff(panels, FIGURES / "tradeoff.png", spec.accuracy_window, spec.baseline):
-        lines += [
-            "![test accuracy against mean Δ](figures/tradeoff.png)",
-            "",
-            "Accuracy against mean Δ per variant. Bars: accuracy t-interval over seeds, Δ "
-            "interval over samples; the shaded band is the accuracy window, the star its "
-            "largest mean Δ.",
-        ]
-    return lines
+
+
+def _tradeoff(variants, targets, primary, baseline: str) -> list[str]:
+    panels = [
+        (
+            f"{kind} on {target}",
+            [v for v in variants if v["kind"] == kind and v["target"] == target],
+        )
+        for target in targets
+        for kind in ("finetune", "readout")
+    ]
+    if not plot_tradeoff(panels, FIGURES / "tradeoff.png", primary.accuracy_margin, baseline):
+        return []
+    return [
+        "## Accuracy against Δ",
+        "",
+        "![test accuracy against mean Δ](figures/tradeoff.png)",
+        "",
+        "Per variant, mean over pretraining seeds; bars ±1 std over them. The shaded band is the "
+        f"accuracy margin ({primary.accuracy_margin:g}) below the baseline.",
+    ]

@@ -75,9 +75,9 @@ def check_names(cfg, target: str, backbone: str, regularizer: str | None = None)
         )
 
 
-def load_backbone_for(target_channels: int, backbone: str):
+def load_backbone_for(target_channels: int, backbone: str, backbone_seed: int):
     """A pretrained backbone's model, metadata and path, checked against the target's channels."""
-    path = paths.backbone_model(backbone)
+    path = paths.backbone_model(paths.backbone_id(backbone, backbone_seed))
     model, meta = load_model(path)
     if meta["in_chans"] != target_channels:
         raise ConfigError(

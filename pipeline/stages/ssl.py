@@ -32,12 +32,16 @@ from pipeline.training.fingerprint import run_fingerprint
 from pipeline.training.loop import FitContext, fit
 from pipeline.training.ssl import SSLModule, view_transform
 
-ARGS = (Arg("variant", help="a name under ssl.variants"),)
+ARGS = (
+    Arg("variant", help="a name under ssl.variants"),
+    Arg("seed", type=int, help="the pretraining seed (a value of ssl.run.seeds)"),
+)
+_RUN = paths.backbone_id("{variant}", "{seed}")
 STAGES = (
     StageSpec(
         name="ssl",
         command="ssl",
-        matrix={"variant": "ssl.run"},
+        matrix={"variant": "ssl.run.variants", "seed": "ssl.run.seeds"},
         gpus="{ssl.train.gpus}",
         params=(
             "ssl.data",
@@ -51,25 +55,25 @@ STAGES = (
         ),
         code=(*TRAINING_CODE, "pipeline/readout.py"),
         deps=("{ssl.data.root}",),
-        private=(str(paths.checkpoints("ssl", "{variant}")),),
-        outs=(str(paths.backbone_model("{variant}")),),
-        metrics=(str(paths.stage_metrics("ssl", "{variant}") / "summary.json"),),
-        plots=(
-            Plot(str(paths.stage_metrics("ssl", "{variant}") / "history.csv"), "epoch", "knn_acc"),
-        ),
+        private=(str(paths.checkpoints("ssl", _RUN)),),
+        outs=(str(paths.backbone_model(_RUN)),),
+        metrics=(str(paths.stage_metrics("ssl", _RUN) / "summary.json"),),
+        plots=(Plot(str(paths.stage_metrics("ssl", _RUN) / "history.csv"), "epoch", "knn_acc"),),
     ),
 )
 
 
-def run(cfg, variant: str) -> dict:
+def run(cfg, variant: str, seed: int) -> dict:
     spec = cfg.ssl
     if spec is None or variant not in spec.variants:
         allowed = ", ".join(spec.variants) if spec else "(no ssl section)"
         raise ConfigError(f"--variant {variant!r} is not in ssl.variants; allowed: {allowed}")
     chosen = spec.variants[variant]
+    train_spec = spec.train.model_copy(update={"seed": seed})
+    run_id = paths.backbone_id(variant, seed)
     train_raw = open_split(spec.data, cfg.run, "train")
     test_raw = open_split(spec.data, cfg.run, "test")
-    stage = start(cfg, spec.train.seed)
+    stage = start(cfg, seed)
     channels = train_raw.channels
     mean, std = normalization(spec.data, channels)
     model = build_model(
@@ -77,7 +81,7 @@ def run(cfg, variant: str) -> dict:
     )
     module = SSLModule(model, chosen.method, spec, distributed=stage.dist.enabled)
     views = view_transform(chosen.method, spec.data.image_size, channels, spec.augment)
-    train_set = SeededTransform(train_raw, views, seed=spec.train.seed)
+    train_set = SeededTransform(train_raw, views, seed=seed)
     plain = pixel_transform(spec.data, channels, train=False)
     train_eval, test_eval = Pixels(train_raw, plain), Pixels(test_raw, plain)
     example = example_batch(test_eval)
@@ -90,14 +94,14 @@ def run(cfg, variant: str) -> dict:
         vx, vy = dataset_features(m, test_eval, stage.device, **shard)
         return {"knn_acc": knn_accuracy(tx, ty, vx, vy, k=spec.knn_k)}
 
-    run_fp = run_fingerprint(STAGES[0], {"variant": variant}, cfg)
-    metrics_dir = paths.stage_metrics("ssl", variant)
+    run_fp = run_fingerprint(STAGES[0], {"variant": variant, "seed": seed}, cfg)
+    metrics_dir = paths.stage_metrics("ssl", run_id)
     history = fit(
         module,
         FitContext(
-            spec=spec.train,
+            spec=train_spec,
             train_set=train_set,
-            checkpoints=CheckpointStore(paths.checkpoints("ssl", variant, run_fp), run_fp),
+            checkpoints=CheckpointStore(paths.checkpoints("ssl", run_id, run_fp), run_fp),
             metrics_dir=metrics_dir,
             device=stage.device,
             dist=stage.dist,
@@ -106,7 +110,7 @@ def run(cfg, variant: str) -> dict:
             diagnose=lambda m: spectra(m, example),
             num_workers=cfg.run.num_workers,
             progress=cfg.run.progress,
-            desc=f"ssl[{variant}]",
+            desc=f"ssl[{run_id}]",
             example_inputs=example,
         ),
     )
@@ -117,6 +121,7 @@ def run(cfg, variant: str) -> dict:
     clf, converged = fit_readout(tx, ty)
     summary = {
         "variant": variant,
+        "seed": seed,
         "method": chosen.method,
         "regularizers": [r.name for r in chosen.regularizers],
         "knn_acc": knn_accuracy(tx, ty, vx, vy, k=spec.knn_k),
@@ -133,8 +138,9 @@ def run(cfg, variant: str) -> dict:
         "classes": list(train_raw.classes),
         "kind": "ssl",
         "variant": variant,
+        "seed": seed,
         "method": chosen.method,
     }
-    save_model(model, paths.backbone_model(variant), meta)
+    save_model(model, paths.backbone_model(run_id), meta)
     write_json(metrics_dir / "summary.json", summary)
     return summary
