@@ -322,8 +322,9 @@ def paired_test(
     """
     _check_statistic(statistic)
     _check(alternative, test, confidence)
-    units = [u for u in units if not math.isnan(unit_statistic(u, statistic))]
-    values = [unit_statistic(u, statistic) for u in units]
+    kept = [(u, unit_statistic(u, statistic)) for u in units]
+    units = [u for u, x in kept if not math.isnan(x)]
+    values = [x for _, x in kept if not math.isnan(x)]
     base = paired_seed_test(
         values, alternative=alternative, test=test, null=null, confidence=confidence
     )
@@ -335,9 +336,9 @@ def paired_test(
         est = base.estimate
         boot = hierarchical_bootstrap(units, statistic=statistic, resamples=resamples, seed=seed)
         a = (1 - confidence) / 2
-        q_lo, q_hi = np.quantile(boot, [a, 1 - a])
         f = _widening(n, confidence)
-        with np.errstate(invalid="ignore"):
+        with np.errstate(invalid="ignore"):  # inf unit values (median statistic) give inf/NaN
+            q_lo, q_hi = np.quantile(boot, [a, 1 - a])
             low, high = float(est - f * (est - q_lo)), float(est + f * (q_hi - est))
         phrase = (
             f"{confidence:.0%} hierarchical bootstrap over {n} pretraining seeds and their samples "
@@ -370,7 +371,8 @@ def samples_only_interval(
         [_resampled_unit_statistics(u, resamples, statistic, rng) for u in units], axis=1
     )
     a = (1 - confidence) / 2
-    q_lo, q_hi = np.quantile(slots.mean(axis=1), [a, 1 - a])
+    with np.errstate(invalid="ignore"):
+        q_lo, q_hi = np.quantile(slots.mean(axis=1), [a, 1 - a])
     return float(q_lo), float(q_hi)
 
 
