@@ -381,6 +381,9 @@ class PrimaryTest(Strict):
     converged_below: float = Field(0.05, gt=0, lt=1)
     # For the power line: the per-seed standard deviation of the statistic the design assumed.
     assumed_sd: float = Field(0.1, gt=0)
+    # Per backbone, the backbone it is compared with when not ``report.baseline`` (an SSL variant
+    # with its unregularized SSL run); null: not compared (it is itself a baseline).
+    baselines: dict[str, str | None] = Field(default_factory=dict)
 
 
 class ReportSpec(Strict):

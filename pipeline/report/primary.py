@@ -50,6 +50,15 @@ def baseline_variant(kind: str, baseline: str) -> str:
     return baseline if kind == "readout" else f"{baseline}/{baseline}"
 
 
+def compared_with(kind: str, backbone: str, baseline: str, baselines: dict) -> str | None:
+    """The variant a model of ``backbone`` is compared with: ``baselines[backbone]`` (None: not
+    compared) or the baseline backbone, with the baseline finetune regularizer."""
+    base = baselines.get(backbone, baseline)
+    if base is None:
+        return None
+    return base if kind == "readout" else f"{base}/{baseline}"
+
+
 @dataclass(frozen=True)
 class ModelConvergence:
     model: AttackedModel
@@ -160,8 +169,8 @@ def primary_results(
     out: list[PrimaryResult] = []
     families: dict[tuple[str, str], list[tuple]] = defaultdict(list)
     for (kind, target, variant), members in groups.items():
-        base_name = baseline_variant(kind, baseline)
-        base = groups.get((kind, target, base_name))
+        base_name = compared_with(kind, members[0].backbone, baseline, spec.baselines)
+        base = groups.get((kind, target, base_name)) if base_name else None
         if variant == base_name or base is None:
             continue
         units, acc_diffs = paired_units(members, base, spec.attack)

@@ -48,7 +48,8 @@ def design_lines(primary, baseline: str, variants: list[dict]) -> list[str]:
     seeds = sorted({(v["kind"], v["variant"], v["n"], v["runs"]) for v in variants})
     arms = "; ".join(f"{k} {name}: {n} seeds ({runs} runs)" for k, name, n, runs in seeds)
     return [
-        f"Declared before the run (`report.primary`): each variant against `{baseline}` on the "
+        f"Declared before the run (`report.primary`): each variant against `{baseline}` (or the "
+        f"backbone `report.primary.baselines` names: {primary.baselines or 'none'}) on the "
         f"{primary.attack} attack's Δ; statistic `{primary.statistic}` (log of the ratio of the "
         f"variant's to the baseline's mean Δ on the samples both attacked), alternative "
         f"`{primary.alternative}`, paired `{primary.test}` test over pretraining seeds (the unit "
@@ -69,15 +70,15 @@ def design_lines(primary, baseline: str, variants: list[dict]) -> list[str]:
 def primary_table(rows: list[PrimaryResult], primary) -> str:
     """One declared test per variant: ratio, p, Holm p, accuracy, convergence, power, verdict."""
     lines = [
-        "| variant | seeds | samples (censored v/b) | Δ ratio [CI] | p | Holm p | "
+        "| variant | vs | seeds | samples (censored v/b) | Δ ratio [CI] | p | Holm p | "
         "acc diff (lower bound) | non-inferior | unconverged models | power | verdict |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         t, a = r.test, r.accuracy
         acc = "–" if not math.isfinite(a.estimate) else f"{a.estimate:+.3g} ({a.lower:+.3g})"
         lines.append(
-            f"| {r.variant} | {t.units} | {t.samples} ({t.censored_variant}/{t.censored_baseline}) "
+            f"| {r.variant} | {r.baseline} | {t.units} | {t.samples} ({t.censored_variant}/{t.censored_baseline}) "
             f"| {_ratio_interval(r)} | {_p(t.p)} | {_p(r.p_holm)} | {acc} | "
             f"{'yes' if a.passed else 'no'} | {r.unconverged} | {_p(r.power)} | **{r.verdict}** |"
         )

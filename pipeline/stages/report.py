@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 from pipeline.core import paths
-from pipeline.core.io import atomic_write_text, write_csv
+from pipeline.core.io import atomic_write_text, write_csv, write_json
 from pipeline.report.collect import collect_results
 from pipeline.report.figures import (
     plot_pretrain_sigmas,
@@ -27,6 +28,8 @@ from pipeline.stages.spec import Arg, StageSpec
 
 OUT_MD = paths.REPORTS / "transfer.md"
 OUT_CSV = paths.REPORTS / "results.csv"
+# The few numbers a person compares across experiments (dvc exp show / dvc metrics diff).
+HEADLINE = paths.REPORTS / "headline.json"
 FIGURES = paths.REPORTS / "figures"
 
 
@@ -40,6 +43,7 @@ STAGES = (
         # The whole folder: a config without SSL (say) produces no metrics/ssl.
         deps=(str(paths.METRICS),),
         outs=(str(OUT_MD), str(FIGURES), str(OUT_CSV)),
+        metrics=(str(HEADLINE),),
     ),
 )
 
@@ -76,6 +80,7 @@ def run(cfg) -> dict:
         "",
     ]
     write_csv(OUT_CSV, [m.row(methods, budgets) for m in models])
+    write_json(HEADLINE, headline(tests, variants))
     atomic_write_text(OUT_MD, "\n".join(lines))
     return {
         "finetune_groups": sum(v["kind"] == "finetune" for v in variants),
@@ -84,6 +89,32 @@ def run(cfg) -> dict:
         "verdicts": {f"{t.kind}:{t.target}:{t.variant}": t.verdict for t in tests},
         "report": str(Path(OUT_MD)),
     }
+
+
+def headline(tests, variants) -> dict:
+    """Per tested finetuned variant: accuracy, the declared test's Δ ratio and its Holm-adjusted
+    p (a dozen numbers, not every summary), for ``dvc exp show`` and ``dvc metrics diff``."""
+    out = {}
+    for t in tests:
+        if t.kind != "finetune":
+            continue
+        out[t.variant] = {
+            "acc": _rounded(_variant_acc(variants, t.kind, t.target, t.variant)),
+            "ratio": _rounded(t.ratio),
+            "p_holm": _rounded(t.p_holm),
+        }
+    return out
+
+
+def _variant_acc(variants, kind: str, target: str, variant: str) -> float:
+    rows = [
+        v for v in variants if (v["kind"], v["target"], v["variant"]) == (kind, target, variant)
+    ]
+    return rows[0]["test_acc_mean"] if rows else math.nan
+
+
+def _rounded(x: float) -> float | None:
+    return round(float(x), 4) if math.isfinite(x) else None
 
 
 def _answer(tests, variants, targets, primary, baseline: str) -> list[str]:

@@ -103,8 +103,8 @@ def test_report_declares_the_test_and_answers_per_variant(tree):
     lr = _row(md, "lr/none")
     assert "**yes**" not in lr
     rep = _row(md, "rep_spectral/none")
-    assert "| 5 |" in rep and "**yes**" in rep
-    ratio = float(rep.split("|")[4].split()[0])
+    assert "| none/none | 5 |" in rep and "**yes**" in rep
+    ratio = float(rep.split("|")[5].split()[0])
     assert 1.25 < ratio < 1.35  # the seeds' factors average 1.30
     assert "Yes, for rep_spectral/none." in md
     for name in ("finetune_digits_5to9.png", "readout_digits_5to9.png", "tradeoff.png",
@@ -124,7 +124,7 @@ def test_holm_is_applied_across_the_variants_of_a_target(tree):
     ps = []
     for variant in ("rep_spectral/none", "ll_spectral/none", "lr/none"):
         cells = [c.strip() for c in _row(md, variant).split("|")]
-        ps.append((float(cells[5]), float(cells[6])))
+        ps.append((float(cells[6]), float(cells[7])))
     raw = sorted(p for p, _ in ps)
     # Holm: the smallest p is multiplied by 3, and adjusted p's never fall below the raw ones
     smallest = min(ps)
@@ -204,3 +204,13 @@ def test_malformed_summary_is_a_one_line_error(tree):
     bad.write_text(json.dumps({"target": TARGET}))
     with pytest.raises(PipelineError, match="summary.json: missing key"):
         report.run(_cfg())
+
+
+def test_a_declared_baseline_replaces_none_and_null_skips(tree):
+    out = report.run(_cfg(baselines={"rep_spectral": None, "lr": "ll_spectral"}))
+    verdicts = out["verdicts"]
+    assert f"finetune:{TARGET}:rep_spectral/none" not in verdicts  # null: not compared
+    assert f"readout:{TARGET}:rep_spectral" not in verdicts
+    md = (tree / "reports" / "transfer.md").read_text()
+    assert "| lr/none | ll_spectral/none |" in md  # compared with its declared baseline
+    assert "| ll_spectral/none | none/none |" in md
