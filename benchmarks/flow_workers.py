@@ -1,13 +1,15 @@
 """Wall time of the transfer DAG on a pool of 1 and of 2 workers, side by side in one run.
 
-``python benchmarks/flow_workers.py [--pretrain-epochs N] [--variants none rep_spectral]``
+``python benchmarks/flow_workers.py [--pretrain-epochs N] [--variants none rep_spectral]
+[--seeds 0]``
 
 Each measurement builds a fresh tiny git + DVC project (a local-directory DVC remote), clones it
 once per worker, starts ``python -m flows.worker`` in every clone and times
 ``flows.transfer(pool=...)`` from submission to the last recorded stage. Both use one temporary
 Prefect server. The DAG is the tests' small variant (digits, 8x8 images, tiny ResNet): the
-default ``params.yaml`` DAG takes hours on a 2-core CPU machine. With 2 pretraining variants it
-has 2 + 2 + 2 + 2 + 4 + 1 = 13 instances; the model stages (10) run on the workers.
+default ``params.yaml`` DAG takes hours on a 2-core CPU machine. With 2 pretraining variants at
+one pretraining seed it has 2 + 2 + 2 + 2 + 4 + 1 = 13 instances; the model stages (10) run on
+the workers (each further seed adds 10 more).
 
 On a machine with fewer cores than workers x threads the workers compete for the CPU, so the
 ratio is a lower bound of what separate GPU machines give; the per-stage overhead (a Prefect
@@ -59,6 +61,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--pretrain-epochs", type=int, default=2)
     parser.add_argument("--variants", nargs="+", default=["none", "rep_spectral"])
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0], help="pretraining seeds")
     ns = parser.parse_args()
     os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
     from prefect.testing.utilities import prefect_test_harness
@@ -66,9 +69,12 @@ def main() -> int:
     from tests.flows.test_workers import pool_params
 
     params = pool_params(epochs=ns.pretrain_epochs)
-    params["pretrain"]["run"] = list(ns.variants)
-    params["finetune"]["run"]["backbones"] = list(ns.variants)
-    print(f"small DAG: pretrain {ns.variants} x {ns.pretrain_epochs} epochs; {os.cpu_count()} CPUs")
+    params["pretrain"]["run"] = {"variants": list(ns.variants), "seeds": list(ns.seeds)}
+    params["finetune"]["run"].update(backbones=list(ns.variants), backbone_seeds=list(ns.seeds))
+    print(
+        f"small DAG: pretrain {ns.variants} x seeds {ns.seeds} x {ns.pretrain_epochs} epochs; "
+        f"{os.cpu_count()} CPUs"
+    )
     with tempfile.TemporaryDirectory() as tmp, prefect_test_harness(server_startup_timeout=180):
         one = measure(1, params, Path(tmp))
         two = measure(2, params, Path(tmp))

@@ -33,13 +33,14 @@ def tiny_params() -> dict:
     for target in params["finetune"]["targets"].values():
         target["data"]["image_size"] = 8
         target["train"].update(epochs=2, batch_size=32, checkpoint_every=5)
-    params["finetune"]["run"]["backbones"] = ["none", "rep_spectral"]
+    pre["run"]["seeds"] = [0]  # one pretraining run per variant; pairing tests add seeds
+    params["finetune"]["run"].update(backbones=["none", "rep_spectral"], backbone_seeds=[0])
     params["attack"].update(n_samples=4, iterations=2, max_probes=200)
     if "ssl" in params:
         params["ssl"]["data"]["image_size"] = 8
         params["ssl"]["model"] = pre["model"]
         params["ssl"]["train"].update(epochs=1, batch_size=32, checkpoint_every=5)
-        params["ssl"]["run"] = params["ssl"]["run"][:1]
+        params["ssl"]["run"] = {"variants": params["ssl"]["run"]["variants"][:1], "seeds": [0]}
     return params
 
 

@@ -31,6 +31,7 @@ from pipeline.training.checkpoint import CheckpointStore
 from tests.conftest import REPO, tiny_params
 
 ENV = {**os.environ, "PIPELINE_DEVICE": "cpu", "PYTHONPATH": str(REPO)}
+SEED0 = ("--backbone_seed", "0")  # the one pretraining seed of tiny_params
 
 
 class Payload:
@@ -151,13 +152,13 @@ MODEL_KINDS = [
 
 @pytest.mark.parametrize(("kind", "fragment"), MODEL_KINDS)
 def test_bad_backbone_model_file(work, capsys, kind, fragment):
-    model = work / "artifacts/backbones/none/model.pt"
+    model = work / "artifacts/backbones/none/seed0/model.pt"
     marker = work / "PWNED"
     _plant_model(model, kind, marker)
     before = _snapshot(work)
-    assert main(["readout", "--target", "digits_5to9", "--backbone", "none"]) == 2
+    assert main(["readout", "--target", "digits_5to9", "--backbone", "none", *SEED0]) == 2
     line = _one_error_line(capsys)
-    assert "artifacts/backbones/none/model.pt" in line and fragment in line, line
+    assert "artifacts/backbones/none/seed0/model.pt" in line and fragment in line, line
     assert not marker.exists()
     assert _snapshot(work) == before
 
@@ -165,7 +166,7 @@ def test_bad_backbone_model_file(work, capsys, kind, fragment):
 def test_planted_model_runs_no_code_from_the_command_line(work):
     """The same payload through a real process: one stderr line, exit 2, no marker."""
     marker = work / "PWNED"
-    _plant_model(work / "artifacts/backbones/none/model.pt", "payload", marker)
+    _plant_model(work / "artifacts/backbones/none/seed0/model.pt", "payload", marker)
     proc = subprocess.run(
         [
             sys.executable,
@@ -176,6 +177,8 @@ def test_planted_model_runs_no_code_from_the_command_line(work):
             "digits_5to9",
             "--backbone",
             "none",
+            "--backbone_seed",
+            "0",
         ],
         capture_output=True,
         text=True,
@@ -192,7 +195,7 @@ CHECKPOINT_KINDS = ["payload", "raw_pickle", "truncated", "empty", "garbage", "n
 
 @pytest.mark.parametrize("kind", CHECKPOINT_KINDS)
 def test_bad_checkpoint_is_an_error_not_a_silent_restart(work, capsys, kind):
-    ckpt = work / "artifacts/checkpoints/pretrain/none/last.pt"
+    ckpt = work / "artifacts/checkpoints/pretrain/none/seed0/last.pt"
     marker = work / "PWNED"
     if kind == "no_fingerprint":
         ckpt.parent.mkdir(parents=True)
@@ -200,9 +203,9 @@ def test_bad_checkpoint_is_an_error_not_a_silent_restart(work, capsys, kind):
     else:
         _plant_model(ckpt, kind, marker)
     before = _snapshot(work)
-    assert main(["pretrain", "--variant", "none"]) == 2
+    assert main(["pretrain", "--variant", "none", "--seed", "0"]) == 2
     line = _one_error_line(capsys)
-    assert "artifacts/checkpoints/pretrain/none/last.pt" in line and "delete it" in line, line
+    assert "artifacts/checkpoints/pretrain/none/seed0/last.pt" in line and "delete it" in line, line
     assert not marker.exists()
     assert _snapshot(work) == before
 
@@ -399,7 +402,7 @@ def test_damaged_shard_names_the_file(work, capsys, damage):
     action, fragment = SHARD_DAMAGE[damage]
     action(_shard(work))
     before = _snapshot(work)
-    assert main(["readout", "--target", "digits_5to9", "--backbone", "none"]) == 2
+    assert main(["readout", "--target", "digits_5to9", "--backbone", "none", *SEED0]) == 2
     line = _one_error_line(capsys)
     assert "artifacts/prepared/digits_5to9/train" in line and fragment in line, line
     assert _snapshot(work) == before
@@ -431,7 +434,10 @@ def test_undecodable_png_in_a_shard_names_the_sample(tmp_path):
             ["pretrain.variants.rep_spectral=[{name: rep_spectral, burn_in: 2}]"],
             ["pretrain.variants.rep_spectral.0.burn_in", "pretrain.train.epochs (2)"],
         ),
-        (["ssl.train.epochs=1", "ssl.run=[simclr_rep_spectral]"], ["ssl.variants", "burn_in"]),
+        (
+            ["ssl.train.epochs=1", "ssl.run.variants=[simclr_rep_spectral]"],
+            ["ssl.variants", "burn_in"],
+        ),
         (
             [
                 "finetune.targets.digits_5to9.train.epochs=1",
@@ -439,7 +445,10 @@ def test_undecodable_png_in_a_shard_names_the_sample(tmp_path):
             ],
             ["finetune.regularizers.rep_spectral.0.burn_in", "finetune.targets.digits_5to9"],
         ),
-        (["pretrain.run=[none]"], ["--set pretrain.run=[none]:", "'rep_spectral' is not made by"]),
+        (
+            ["pretrain.run.variants=[none]"],
+            ["--set pretrain.run.variants=[none]:", "'rep_spectral' is not made by"],
+        ),
         (["finetune.run.backbones=[ghost]"], ["allowed: none, rep_spectral"]),
         (["pretrain.train.epochs=true"], ["pretrain.train.epochs", "not a boolean"]),
         (["pretrain.train.batch_size=false"], ["batch_size", "not a boolean"]),
@@ -468,7 +477,8 @@ def test_error_in_the_file_is_labelled_by_the_file(work, capsys):
     params = yaml.safe_load(Path("params.yaml").read_text())
     params["pretrain"]["train"]["epochs"] = True
     Path("params.yaml").write_text(yaml.safe_dump(params))
-    assert main(["pretrain", "--variant", "none", "--set", "pretrain.train.batch_size=8"]) == 2
+    argv = ["pretrain", "--variant", "none", "--seed", "0", "--set", "pretrain.train.batch_size=8"]
+    assert main(argv) == 2
     line = _one_error_line(capsys)
     assert line.startswith("error: params.yaml: pretrain.train.epochs"), line
 

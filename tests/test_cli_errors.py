@@ -19,10 +19,13 @@ def _error(capsys) -> str:
 @pytest.mark.parametrize(
     ("argv", "fragment"),
     [
-        (["pretrain", "--variant", "ghost"], "allowed: none, rep_spectral"),
-        (["pretrain", "--variant", "none", "--set", "pretrain.model.arch=vgg16"], "resnet50"),
+        (["pretrain", "--variant", "ghost", "--seed", "0"], "allowed: none, rep_spectral"),
         (
-            ["pretrain", "--variant", "none", "--set", "pretrain.train.lr=1"],
+            ["pretrain", "--variant", "none", "--seed", "0", "--set", "pretrain.model.arch=vgg16"],
+            "resnet50",
+        ),
+        (
+            ["pretrain", "--variant", "none", "--seed", "0", "--set", "pretrain.train.lr=1"],
             "unknown key 'pretrain.train.lr'",
         ),
         (
@@ -32,6 +35,8 @@ def _error(capsys) -> str:
                 "mars",
                 "--backbone",
                 "none",
+                "--backbone_seed",
+                "0",
                 "--regularizer",
                 "none",
                 "--seed",
@@ -46,6 +51,8 @@ def _error(capsys) -> str:
                 "digits_5to9",
                 "--backbone",
                 "none",
+                "--backbone_seed",
+                "0",
                 "--regularizer",
                 "dropout",
                 "--seed",
@@ -54,7 +61,17 @@ def _error(capsys) -> str:
             "allowed: none, rep_spectral, ll_spectral, bss",
         ),
         (
-            ["attack", "--kind", "sideways", "--target", "digits_5to9", "--backbone", "none"],
+            [
+                "attack",
+                "--kind",
+                "sideways",
+                "--target",
+                "digits_5to9",
+                "--backbone",
+                "none",
+                "--backbone_seed",
+                "0",
+            ],
             "allowed: finetune, readout",
         ),
         (
@@ -81,7 +98,7 @@ def test_missing_dataset_says_where_and_what_layout(workdir, capsys):
 
 
 def test_pretrain_before_prepare_names_the_missing_shards(workdir, capsys):
-    assert main(["pretrain", "--variant", "none"]) == 2
+    assert main(["pretrain", "--variant", "none", "--seed", "0"]) == 2
     line = _error(capsys)
     assert "artifacts/prepared/digits_0to4/train" in line and "prepare" in line, line
 

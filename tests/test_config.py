@@ -11,8 +11,14 @@ from tests.conftest import REPO, tiny_params
 
 def test_default_params_validate():
     cfg = load_config(REPO / "params.yaml")
-    assert cfg.pretrain.run == list(cfg.pretrain.variants)[: len(cfg.pretrain.run)]
+    run = cfg.pretrain.run.variants
+    assert run and run == [v for v in cfg.pretrain.variants if v in run]  # declared, in order
     assert set(cfg.finetune.run.backbones) <= set(cfg.backbone_names())
+    # Pretraining seeds are the unit of replication: the paired test needs at least two, and
+    # every backbone is finetuned at seeds its pretraining stage trains.
+    assert len(cfg.pretrain.run.seeds) >= 2
+    assert set(cfg.finetune.run.backbone_seeds) <= set(cfg.pretrain.run.seeds)
+    assert set(cfg.finetune.run.backbone_seeds) <= set(cfg.ssl.run.seeds)
 
 
 @pytest.mark.parametrize(
@@ -28,7 +34,10 @@ def test_default_params_validate():
         ),
         (["pretrain.data.source=mnist"], ["pretrain.data.source", "'mnist'", "cifar10"]),
         (["pretrain.train.schedule.kind=linear"], ["schedule.kind", "'cosine'"]),
-        (["pretrain.run=[none, nope]"], ["pretrain.run", "'nope'", "allowed: none"]),
+        (
+            ["pretrain.run.variants=[none, nope]"],
+            ["pretrain.run.variants", "'nope'", "allowed: none"],
+        ),
         (["finetune.run.backbones=[ghost]"], ["finetune.run.backbones", "'ghost'"]),
         (
             ["finetune.run.targets=[cifar100]"],
@@ -91,3 +100,78 @@ def test_every_config_file_validates():
     for path in files:
         data = read_params(path)  # its extends: chain composed
         validate(data, source=str(path))
+
+
+def _refusal(params: dict) -> str:
+    with pytest.raises(ConfigError) as info:
+        validate(params)
+    message = str(info.value)
+    assert "\n" not in message
+    return message
+
+
+@pytest.mark.parametrize("section", ["pretrain", "ssl"])
+def test_a_list_run_is_refused_naming_the_key(section):
+    """The old shape ``run: [variants]``: refused with the mapping to write instead."""
+    params = tiny_params()
+    variants = params[section]["run"]["variants"]
+    params[section]["run"] = variants
+    message = _refusal(params)
+    assert f"{section}.run" in message and "not a list" in message, message
+    assert f"run: {{variants: {variants}, seeds: [0]}}" in message, message
+
+
+def test_backbone_seed_not_pretrained_is_refused_naming_the_key():
+    params = tiny_params()
+    params["pretrain"]["run"]["seeds"] = [0, 1]
+    params["finetune"]["run"]["backbone_seeds"] = [0, 2]
+    message = _refusal(params)
+    assert "finetune.run.backbone_seeds" in message and "seed 2" in message, message
+    assert "pretrain.run.seeds [0, 1]" in message, message
+    params["finetune"]["run"]["backbone_seeds"] = [1, 0]  # a subset, in any order: fine
+    assert validate(params).finetune.run.backbone_seeds == [1, 0]
+
+
+def test_ssl_backbone_seed_is_checked_against_ssl_seeds():
+    params = tiny_params()
+    ssl_variant = params["ssl"]["run"]["variants"][0]
+    params["pretrain"]["run"]["seeds"] = [0, 1]  # seed 1 pretrained, but not by ssl
+    params["finetune"]["run"].update(backbones=["none", ssl_variant], backbone_seeds=[0, 1])
+    message = _refusal(params)
+    assert "finetune.run.backbone_seeds" in message and repr(ssl_variant) in message, message
+    assert "ssl.run.seeds [0]" in message, message
+
+
+@pytest.mark.parametrize(
+    ("key", "path"),
+    [
+        ("pretrain.run.seeds", ("pretrain", "run", "seeds")),
+        ("ssl.run.seeds", ("ssl", "run", "seeds")),
+        ("finetune.run.backbone_seeds", ("finetune", "run", "backbone_seeds")),
+        ("finetune.run.seeds", ("finetune", "run", "seeds")),
+    ],
+)
+def test_duplicate_seeds_are_refused_naming_the_key(key, path):
+    params = tiny_params()
+    section, run, field = path
+    params[section][run][field] = [0, 0]
+    message = _refusal(params)
+    assert key in message and "distinct" in message, message
+
+
+def test_seeds_multiply_the_pretraining_and_transfer_instances():
+    from pipeline.plan import plan
+
+    params = tiny_params()
+    params["pretrain"]["run"] = {"variants": ["none", "rep_spectral"], "seeds": [3, 5]}
+    params["finetune"]["run"].update(backbone_seeds=[5], seeds=[0, 1])
+    ids = [i.id for i in plan(validate(params))]
+    pretrain = sorted(i for i in ids if i.startswith("pretrain@"))
+    assert pretrain == ["pretrain@none-3", "pretrain@none-5",
+                        "pretrain@rep_spectral-3", "pretrain@rep_spectral-5"]  # fmt: skip
+    finetune = [i for i in ids if i.startswith("finetune@")]
+    assert sorted(finetune) == [
+        f"finetune@digits_5to9-{b}-5-none-{s}" for b in ("none", "rep_spectral") for s in (0, 1)
+    ]
+    readout = {i for i in ids if i.startswith("readout@")}
+    assert readout == {"readout@digits_5to9-none-5", "readout@digits_5to9-rep_spectral-5"}

@@ -21,12 +21,13 @@ from pipeline.plan import plan, plan_main
 from tests.conftest import REPO
 
 CONFIGS = sorted((REPO / "configs").glob("*.yaml"))
-TARGETS = {  # file: (target, epochs, lr_backbone, lr_head, seeds)
-    "transfer-cifar10.yaml": ("cifar10", 50, 0.002, 0.01, 10),
-    "transfer-stanford-dogs.yaml": ("stanford_dogs", 50, 0.001, 0.005, 5),
-    "transfer-flowers102.yaml": ("flowers102", 1000, 0.001, 0.005, 5),
-    "transfer-mit-indoor.yaml": ("mit_indoor", 100, 0.002, 0.01, 5),
+TARGETS = {  # file: (target, epochs, lr_backbone, lr_head, finetuning seeds per pretraining seed)
+    "transfer-cifar10.yaml": ("cifar10", 50, 0.002, 0.01, 1),
+    "transfer-stanford-dogs.yaml": ("stanford_dogs", 50, 0.001, 0.005, 1),
+    "transfer-flowers102.yaml": ("flowers102", 1000, 0.001, 0.005, 1),
+    "transfer-mit-indoor.yaml": ("mit_indoor", 100, 0.002, 0.01, 1),
 }
+PRETRAIN_SEEDS = [0, 1, 2, 3, 4]  # imagenet-resnet50.yaml: the unit of replication
 
 
 def test_there_is_a_config_for_every_experiment_row():
@@ -75,9 +76,11 @@ def test_imagenet_pretraining_matches_the_paper():
     assert (t.schedule.kind, t.schedule.step_size, t.schedule.gamma) == ("step", 30, 0.1)
     (rs,) = pre.variants["rep_spectral"]
     assert (rs.name, rs.strength, rs.burn_in, rs.refresh_every) == ("rep_spectral", 1e-3, 80, 160)
-    assert pre.run == ["none", "rep_spectral"]
+    assert pre.run.variants == ["none", "rep_spectral"] and pre.run.seeds == PRETRAIN_SEEDS
     gpus = {i.id: i.gpus for i in plan(cfg)}
-    assert gpus["pretrain@rep_spectral"] == 4
+    assert {k: v for k, v in gpus.items() if k.startswith("pretrain@")} == {
+        f"pretrain@{v}-{s}": 4 for v in ("none", "rep_spectral") for s in PRETRAIN_SEEDS
+    }
 
 
 @pytest.mark.parametrize("name", sorted(TARGETS))
@@ -95,9 +98,11 @@ def test_transfer_configs_match_the_paper_and_share_the_backbones(name):
     run = cfg.finetune.run
     assert run.regularizers == ["none", "rep_spectral", "ll_spectral", "bss"]
     assert run.backbones == ["none", "rep_spectral"] and len(run.seeds) == seeds
+    # Every pretraining run of each backbone is finetuned: the seeds the report pairs over.
+    assert run.backbone_seeds == cfg.pretrain.run.seeds == PRETRAIN_SEEDS
     assert (cfg.attack.n_samples, cfg.attack.iterations) == (500, 40)
     assert cfg.prepare.raw == ["imagenet", target]  # the shared backbones' shards first
-    n_finetune = 2 * 4 * seeds
+    n_finetune = 2 * len(PRETRAIN_SEEDS) * 4 * seeds
     assert sum(i.stage == "finetune" for i in plan(cfg)) == n_finetune
 
 
@@ -136,16 +141,18 @@ def test_new_target_template_is_one_file_on_the_shared_base():
     assert cfg.pretrain == load_config(REPO / "configs/imagenet-resnet50.yaml").pretrain
     assert cfg.finetune.run.targets == ["my_dataset"]
     ids = [i.id for i in plan(cfg)]
-    assert "prepare_raw@my_dataset" in ids and "finetune@my_dataset-rep_spectral-none-0" in ids
+    assert "prepare_raw@my_dataset" in ids and "finetune@my_dataset-rep_spectral-4-none-0" in ids
 
 
 def test_stage_dry_run_prints_the_contract_without_training(capsys, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     argv = ["finetune", "--params", str(REPO / "configs/transfer-cifar10.yaml"), "--dry-run",
-            "--target", "cifar10", "--backbone", "rep_spectral", "--regularizer", "bss", "--seed", "3"]  # fmt: skip
+            "--target", "cifar10", "--backbone", "rep_spectral", "--backbone_seed", "4",
+            "--regularizer", "bss", "--seed", "0"]  # fmt: skip
     assert cli_main(argv) == 0
     out = capsys.readouterr().out
-    assert "artifacts/finetune/cifar10/rep_spectral/bss/seed3/model.pt" in out
+    assert "artifacts/backbones/rep_spectral/seed4/model.pt" in out
+    assert "artifacts/finetune/cifar10/rep_spectral/backbone_seed4/bss/seed0/model.pt" in out
     assert not (tmp_path / "artifacts").exists()
 
 
@@ -153,7 +160,7 @@ def test_plan_cli_is_dispatched_and_rejects_a_bad_override(capsys):
     cmd = [sys.executable, "-m", "pipeline", "plan", "--params", "configs/transfer-cifar10.yaml"]
     ok = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300)
     assert ok.returncode == 0, ok.stderr
-    assert "finetune@cifar10-rep_spectral-bss-9" in ok.stdout
+    assert "finetune@cifar10-rep_spectral-4-bss-0" in ok.stdout
     assert "missing input data/cifar10" in ok.stdout
     bad = [
         "plan",

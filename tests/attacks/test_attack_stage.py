@@ -12,8 +12,9 @@ import yaml
 
 from pipeline.__main__ import main
 
-FT = ["--target", "digits_5to9", "--regularizer", "none", "--seed", "0", "--backbone", "none"]
-OUT = Path("metrics/attack/finetune/digits_5to9/none/none/seed0")
+FT = ["--target", "digits_5to9", "--backbone", "none", "--backbone_seed", "0"]
+FT += ["--regularizer", "none", "--seed", "0"]
+OUT = Path("metrics/attack/finetune/digits_5to9/none/backbone_seed0/none/seed0")
 
 
 def _set(**attack):
@@ -35,7 +36,7 @@ def finetuned(tmp_path_factory):
         mp.chdir(root)
         for dataset in ("digits_0to4", "digits_5to9"):
             assert main(["prepare", "--dataset", dataset]) == 0
-        assert main(["pretrain", "--variant", "none"]) == 0
+        assert main(["pretrain", "--variant", "none", "--seed", "0"]) == 0
         assert main(["finetune", *FT]) == 0
     return root
 

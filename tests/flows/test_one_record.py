@@ -1,8 +1,9 @@
 """DVC is the one record: the flow and ``dvc repro`` agree on what is up to date, both ways.
 
 A tiny DVC project (git + DVC, a copy of the ``pipeline`` package, the generated ``dvc.yaml``)
-runs a DAG of 8 instances: prepare x2, two pretrain variants (independent training stages, so
-the flow runs them at once), finetune, readout, two attacks and the report.
+runs a DAG of 9 instances: prepare x2, two pretrain variants at one pretraining seed
+(independent training stages, so the flow runs them at once), finetune, readout, two attacks
+and the report.
 """
 
 from __future__ import annotations
@@ -35,14 +36,14 @@ GIT_ENV = {
 
 def small_params() -> dict:
     params = tiny_params()
-    params["ssl"]["run"] = []  # dvc.yaml's ssl matrix reads this list
-    params["pretrain"]["run"] = ["none", "rep_spectral"]
+    params["ssl"]["run"] = {"variants": [], "seeds": [0]}  # dvc.yaml's ssl matrix reads these
+    params["pretrain"]["run"] = {"variants": ["none", "rep_spectral"], "seeds": [0]}
     params["pretrain"]["data"]["limit_train"] = 96
     params["pretrain"]["train"]["epochs"] = 2
     target = params["finetune"]["targets"]["digits_5to9"]
     target["data"].update(limit_train=64, limit_test=48)
     target["train"]["epochs"] = 1
-    params["finetune"]["run"].update(backbones=["none"], seeds=[0])
+    params["finetune"]["run"].update(backbones=["none"], backbone_seeds=[0], seeds=[0])
     return params
 
 
@@ -96,7 +97,7 @@ def test_flow_and_dvc_repro_keep_one_record(project, prefect_harness, monkeypatc
     monkeypatch.setattr(flow_module, "run_streaming", timed)
     status = flow_module.transfer(save_experiment=False)
     assert set(status.values()) == {"ran"} and len(status) == 9
-    (a0, a1), (b0, b1) = spans["pretrain@none"], spans["pretrain@rep_spectral"]
+    (a0, a1), (b0, b1) = spans["pretrain@none-0"], spans["pretrain@rep_spectral-0"]
     assert a0 < b1 and b0 < a1, f"training stages did not overlap: {spans}"
 
     # The flow's work is DVC's record: nothing stale, and dvc repro runs nothing.
@@ -112,8 +113,8 @@ def test_flow_and_dvc_repro_keep_one_record(project, prefect_harness, monkeypatc
     flow_stale = {
         i for i, verdict, _ in flow_module.dry_run("params.yaml", []) if verdict.startswith("stale")
     }
-    assert flow_stale == dvc_stale == {"attack_finetune@digits_5to9-none-none-0",
-                                       "attack_readout@digits_5to9-none"}  # fmt: skip
+    assert flow_stale == dvc_stale == {"attack_finetune@digits_5to9-none-0-none-0",
+                                       "attack_readout@digits_5to9-none-0"}  # fmt: skip
 
     # dvc repro runs them; the flow then skips every stage.
     sh([*DVC, "repro"], project)
@@ -127,8 +128,8 @@ def test_flow_and_dvc_repro_keep_one_record(project, prefect_harness, monkeypatc
     # The attacks and the report that reads them are restored; the rest never changed.
     restored = {i for i, s in status.items() if s == "restored"}
     assert restored == {
-        "attack_readout@digits_5to9-none",
-        "attack_finetune@digits_5to9-none-none-0",
+        "attack_readout@digits_5to9-none-0",
+        "attack_finetune@digits_5to9-none-0-none-0",
         "report",
     }
     assert {s for i, s in status.items() if i not in restored} == {"up to date"}
@@ -164,13 +165,13 @@ def test_killed_flow_completes_on_rerun(project, prefect_harness):
         for rev in exp["revs"]
     }
     assert list(metrics) == ["flow-params-yaml"]
-    key = "metrics/attack/readout/digits_5to9/none/summary.json"
+    key = "metrics/attack/readout/digits_5to9/none/backbone_seed0/summary.json"
     assert metrics["flow-params-yaml"][key]["data"]["mean_distance"] > 0
 
 
 def test_two_dvc_experiments_show_their_mean_distance(tmp_path):
     params = small_params()
-    params["pretrain"]["run"] = ["none"]
+    params["pretrain"]["run"] = {"variants": ["none"], "seeds": [0]}
     root = make_project(tmp_path / "p", params)
     for n in (3, 4):
         sh([*DVC, "exp", "run", "-q", "-S", f"attack.n_samples={n}", "-n", f"n{n}"], root)
@@ -180,7 +181,7 @@ def test_two_dvc_experiments_show_their_mean_distance(tmp_path):
         for exp in row.get("experiments") or []:
             for rev in exp["revs"]:
                 metrics = rev["data"]["metrics"]
-                key = "metrics/attack/readout/digits_5to9/none/summary.json"
+                key = "metrics/attack/readout/digits_5to9/none/backbone_seed0/summary.json"
                 found[rev["name"]] = metrics[key]["data"]["mean_distance"]
     assert set(found) == {"n3", "n4"}
     assert all(isinstance(v, float) and v > 0 for v in found.values())
@@ -202,25 +203,28 @@ def test_a_stage_declared_in_one_place_reaches_cli_plan_and_dvc_yaml(monkeypatch
 
     toy = types.ModuleType("pipeline.stages.toy", "``toy``: a stage declared in one place.")
     toy.__spec__ = importlib.machinery.ModuleSpec("pipeline.stages.toy", None)
-    toy.ARGS = (Arg("variant"),)
+    toy.ARGS = (Arg("variant"), Arg("seed", type=int))
     toy.STAGES = (
         StageSpec(
-            name="toy", command="toy", matrix={"variant": "pretrain.run"},
-            deps=("artifacts/backbones/{variant}/model.pt",),
-            metrics=("metrics/toy/{variant}.json",),
+            name="toy", command="toy",
+            matrix={"variant": "pretrain.run.variants", "seed": "pretrain.run.seeds"},
+            deps=("artifacts/backbones/{variant}/seed{seed}/model.pt",),
+            metrics=("metrics/toy/{variant}/seed{seed}.json",),
         ),
     )  # fmt: skip
     seen = []
-    toy.run = lambda cfg, variant: seen.append(variant) or {}
+    toy.run = lambda cfg, variant, seed: seen.append((variant, seed)) or {}
     monkeypatch.setitem(sys.modules, "pipeline.stages.toy", toy)
     monkeypatch.setitem(registry.COMMANDS, "toy", "a toy")
 
-    assert main(["toy", "--variant", "none", "--params", str(REPO / "params.yaml")]) == 0
-    assert seen == ["none"]
+    argv = ["toy", "--variant", "none", "--seed", "1", "--params", str(REPO / "params.yaml")]
+    assert main(argv) == 0
+    assert seen == [("none", 1)]
     instances = {i.id: i for i in plan(load_config(REPO / "params.yaml"))}
-    assert instances["toy@none"].upstream == ["pretrain@none"]
+    assert instances["toy@none-1"].upstream == ["pretrain@none-1"]
     text = render()
-    assert "  toy:\n" in text and "cmd: python -m pipeline toy --variant ${item.variant}" in text
+    cmd = "cmd: python -m pipeline toy --variant ${item.variant} --seed ${item.seed}"
+    assert "  toy:\n" in text and cmd in text
 
 
 def test_ui_shows_failures_their_message_and_what_never_ran(project, prefect_harness, monkeypatch):
@@ -240,10 +244,10 @@ def test_ui_shows_failures_their_message_and_what_never_ran(project, prefect_har
         real(cmd, env, log, ident, cwd=cwd)
 
     monkeypatch.setattr(flow_module, "run_streaming", failing)
-    only = ["prepare", "pretrain@none", "finetune", "attack_finetune"]
+    only = ["prepare", "pretrain@none-0", "finetune", "attack_finetune"]
     with pytest.raises(RuntimeError, match="did not complete"):
         flow_module.transfer(only=only, save_experiment=False, retries=2, retry_delay_seconds=0)
-    assert calls.count("finetune@digits_5to9-none-none-0") == 1  # a user error is not retried
+    assert calls.count("finetune@digits_5to9-none-0-none-0") == 1  # a user error is not retried
     state = flow_module.transfer(only=only, save_experiment=False, retries=0, return_state=True)
     assert state.is_failed()
 
@@ -253,7 +257,7 @@ def test_ui_shows_failures_their_message_and_what_never_ran(project, prefect_har
     with get_client(sync_client=True) as client:
         latest = {run.name: run.state for run in client.read_task_runs(flow_run_filter=this_run)}
     assert latest["prepare@digits_0to4"].name == "Up to date"
-    assert latest["pretrain@none"].name == "Up to date"
-    failed = latest["finetune@digits_5to9-none-none-0"]
+    assert latest["pretrain@none-0"].name == "Up to date"
+    failed = latest["finetune@digits_5to9-none-0-none-0"]
     assert failed.is_failed() and "error: a user error in the child" in failed.message
-    assert latest["attack_finetune@digits_5to9-none-none-0"].name == "Upstream failed"
+    assert latest["attack_finetune@digits_5to9-none-0-none-0"].name == "Upstream failed"

@@ -78,7 +78,7 @@ def test_plan_problems_are_short_and_come_first(workdir):
     params["prepare"]["raw"] = ["cifar10"]
     for name in ("a", "b", "c", "d", "e"):
         params["pretrain"]["variants"][name] = []
-    params["pretrain"]["run"] = ["none", "rep_spectral", "a", "b", "c", "d", "e"]
+    params["pretrain"]["run"]["variants"] = ["none", "rep_spectral", "a", "b", "c", "d", "e"]
     params["pretrain"]["train"]["gpus"] = 4
     Path("params.yaml").write_text(yaml.safe_dump(params))
     cfg = load_config("params.yaml")

@@ -33,7 +33,7 @@ SERVED = "serves pool"
 def pool_params(**pretrain_train) -> dict:
     params = small_params()
     params["run"]["device"] = "cpu"  # every model stage goes to the ``cpu`` queue
-    params["pretrain"]["run"] = ["none"]
+    params["pretrain"]["run"] = {"variants": ["none"], "seeds": [0]}
     params["pretrain"]["train"].update(pretrain_train)
     return params
 
@@ -186,12 +186,12 @@ def test_killed_worker_stage_resumes_on_the_other_from_shared_checkpoint(
                                     stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
         # Kill w1 once pretraining has written a checkpoint into the shared folder.
         deadline = time.monotonic() + 200
-        while not list(shared.glob("pretrain/none/*/last.pt")):
+        while not list(shared.glob("pretrain/none/seed0/*/last.pt")):
             assert flow.poll() is None, log.read_text()[-3000:]
             assert time.monotonic() < deadline, w1.text()[-3000:]
             time.sleep(0.1)
         w1.kill()
-        (checkpoint,) = shared.glob("pretrain/none/*/last.pt")
+        (checkpoint,) = shared.glob("pretrain/none/seed0/*/last.pt")
         state = torch.load(checkpoint, weights_only=True, map_location="cpu")
         assert not state.get("done"), "pretraining finished before the kill; make it longer"
         # The second worker joins later, as a replacement would; it never saw w1's workspace.
@@ -203,8 +203,8 @@ def test_killed_worker_stage_resumes_on_the_other_from_shared_checkpoint(
                 worker.stop()
         if flow.poll() is None:
             os.killpg(flow.pid, signal.SIGKILL)
-    assert "pretrain@none" not in w1.ran()
-    assert w2.ran() == {"pretrain@none"}, w2.text()[-3000:]
+    assert "pretrain@none-0" not in w1.ran()
+    assert w2.ran() == {"pretrain@none-0"}, w2.text()[-3000:]
     assert "resumed from" in w2.text(), w2.text()[-3000:]
     stale = set(dvc_status(project))  # the stages outside --only are stale, of course
     assert stale and not {s for s in stale if s.startswith(("prepare", "pretrain"))}, stale
@@ -213,8 +213,8 @@ def test_killed_worker_stage_resumes_on_the_other_from_shared_checkpoint(
     ref = tmp_path / "reference"
     sh(["git", "clone", "-q", str(project), str(ref)], tmp_path)
     shutil.copy(project / "params.yaml", ref / "params.yaml")
-    sh([*DVC, "repro", "pretrain@none"], ref)
-    model = "artifacts/backbones/none/model.pt"
+    sh([*DVC, "repro", "pretrain@none-0"], ref)
+    model = "artifacts/backbones/none/seed0/model.pt"
     got = torch.load(project / model, weights_only=True)["state_dict"]
     want = torch.load(ref / model, weights_only=True)["state_dict"]
     assert got.keys() == want.keys()
@@ -233,7 +233,7 @@ def test_worker_refuses_a_stage_whose_input_it_cannot_pull(tmp_path, monkeypatch
     commit = sh(["git", "rev-parse", "HEAD"], clone).stdout.strip()
     log = _Log()
     with pytest.raises(MissingObject) as info:
-        run_here(clone, "pretrain@none", {"prepare@digits_0to4": entry},
+        run_here(clone, "pretrain@none-0", {"prepare@digits_0to4": entry},
                  (project / "params.yaml").read_text(), commit, None, log)  # fmt: skip
     message = str(info.value)
     folder = next(o for o in entry["outs"] if o["path"] == "artifacts/prepared/digits_0to4")
@@ -248,13 +248,14 @@ def test_shared_checkpoints_are_keyed_by_the_run_fingerprint(monkeypatch, tmp_pa
     from pipeline.core import paths
 
     monkeypatch.delenv(paths.CHECKPOINT_DIR_ENV, raising=False)
-    assert paths.checkpoints("pretrain", "none", "ab" * 16) == Path(
-        "artifacts/checkpoints/pretrain/none"
+    run_id = paths.backbone_id("none", 0)
+    assert paths.checkpoints("pretrain", run_id, "ab" * 16) == Path(
+        "artifacts/checkpoints/pretrain/none/seed0"
     )
     monkeypatch.setenv(paths.CHECKPOINT_DIR_ENV, str(tmp_path))
-    one = paths.checkpoints("pretrain", "none", "a" * 64)
-    other = paths.checkpoints("pretrain", "none", "b" * 64)
-    assert one == tmp_path / "pretrain" / "none" / ("a" * 16)
+    one = paths.checkpoints("pretrain", run_id, "a" * 64)
+    other = paths.checkpoints("pretrain", run_id, "b" * 64)
+    assert one == tmp_path / "pretrain" / "none" / "seed0" / ("a" * 16)
     assert one != other and one.parent == other.parent
 
 

@@ -26,7 +26,7 @@ from tests.conftest import REPO, tiny_params
 
 
 def _fp(cfg, variant: str = "none") -> str:
-    return fingerprint.run_fingerprint(pretrain.STAGES[0], {"variant": variant}, cfg)
+    return fingerprint.run_fingerprint(pretrain.STAGES[0], {"variant": variant, "seed": 0}, cfg)
 
 
 def _prepare(workdir: Path) -> None:
@@ -91,17 +91,17 @@ def test_regularizer_code_change(workdir, tmp_path, monkeypatch):
 def test_new_prepared_data_retrains_instead_of_resuming(workdir, caplog):
     params = tiny_params()
     params["pretrain"]["train"]["epochs"] = 1
-    params["pretrain"]["run"] = ["none"]
+    params["pretrain"]["run"] = {"variants": ["none"], "seeds": [0]}
     params["pretrain"]["variants"] = {"none": []}
     params["finetune"]["run"]["backbones"] = ["none"]
     Path("params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     _prepare(workdir)
-    assert main(["pretrain", "--variant", "none"]) == 0
-    first = (workdir / "artifacts/backbones/none/model.pt").read_bytes()
+    assert main(["pretrain", "--variant", "none", "--seed", "0"]) == 0
+    first = (workdir / "artifacts/backbones/none/seed0/model.pt").read_bytes()
     params["prepare"]["outputs"]["digits_0to4"]["options"]["split_seed"] = 2
     Path("params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     _prepare(workdir)
     caplog.clear()
-    assert main(["pretrain", "--variant", "none"]) == 0
+    assert main(["pretrain", "--variant", "none", "--seed", "0"]) == 0
     assert "resumed" not in caplog.text
-    assert (workdir / "artifacts/backbones/none/model.pt").read_bytes() != first
+    assert (workdir / "artifacts/backbones/none/seed0/model.pt").read_bytes() != first

@@ -17,7 +17,7 @@ from tests.conftest import REPO, tiny_params
 
 pytestmark = pytest.mark.slow
 
-ARGS = ["pretrain", "--variant", "rep_spectral"]
+ARGS = ["pretrain", "--variant", "rep_spectral", "--seed", "0"]
 # PYTHONPATH: the child must run this checkout, not whichever copy the virtualenv installed.
 ENV = {**os.environ, "PIPELINE_DEVICE": "cpu", "PYTHONPATH": str(REPO)}
 
@@ -48,9 +48,9 @@ def _run(directory: Path) -> subprocess.CompletedProcess:
 
 
 def _final(directory: Path) -> dict:
-    return torch.load(directory / "artifacts/backbones/rep_spectral/model.pt", weights_only=True)[
-        "state_dict"
-    ]
+    return torch.load(
+        directory / "artifacts/backbones/rep_spectral/seed0/model.pt", weights_only=True
+    )["state_dict"]
 
 
 def test_killed_run_resumes_to_the_same_result(tmp_path):
@@ -59,7 +59,7 @@ def test_killed_run_resumes_to_the_same_result(tmp_path):
     _setup(killed)
     assert _run(straight).returncode == 0
 
-    ckpt = killed / "artifacts/checkpoints/pretrain/rep_spectral/last.pt"
+    ckpt = killed / "artifacts/checkpoints/pretrain/rep_spectral/seed0/last.pt"
     proc = subprocess.Popen(
         [sys.executable, "-m", "pipeline", *ARGS],
         cwd=killed,
@@ -91,8 +91,8 @@ def test_killed_run_resumes_to_the_same_result(tmp_path):
     assert a.keys() == b.keys()
     for key in a:
         assert torch.equal(a[key], b[key]), key
-    hist_a = (straight / "metrics/pretrain/rep_spectral/history.csv").read_text().splitlines()
-    hist_b = (killed / "metrics/pretrain/rep_spectral/history.csv").read_text().splitlines()
+    hist_a = (straight / "metrics/pretrain/rep_spectral/seed0/history.csv").read_text().splitlines()
+    hist_b = (killed / "metrics/pretrain/rep_spectral/seed0/history.csv").read_text().splitlines()
     assert hist_a == hist_b  # the history holds no timings: byte-identical
 
     again = _run(killed)  # finished: a re-run resumes at the end and trains nothing
