@@ -45,6 +45,11 @@ def _primary_text(claim: Claim) -> str:
     return _bare(claim.primary.label) + " " + claim.primary.claim_text()
 
 
+def _cell(text: str) -> str:
+    """Text for a markdown table cell (``|`` would end the cell)."""
+    return text.replace("|", r"\|")
+
+
 def _bare(label: str) -> str:
     """A part's label without its setting tag (``wd=0 Δ rep − none`` → ``Δ rep − none``)."""
     head, _, rest = label.partition(" ")
@@ -58,7 +63,7 @@ def _claim_detail(c: Claim, alpha: float) -> list[str]:
         kind = "Values (one run each, no test)" if c.descriptive else "Primary test"
         lines += ["", f"*{kind}:* {c.primary.describe(alpha, p=not c.descriptive)}"]
         if not c.descriptive and c.primary.n >= 2:
-            lines[-1] += f". Holm-adjusted p = {_p(c.p_primary)}"
+            lines[-1] += f". Holm-adjusted p = {_p(c.p_primary)}."
     for sub, p in zip(c.subclaims, c.p_sub or [math.nan] * len(c.subclaims), strict=True):
         lines += ["", f"*Sub-claim* {sub.label}: {sub.describe(alpha)}; Holm p = {_p(p)}"]
     if c.exploratory:
@@ -81,7 +86,7 @@ def render(
         f"**{tally(claims)}**", "",
         "| claim | paper | primary test | Holm p | verdict |", "|---|---|---|---|---|",
     ]  # fmt: skip
-    lines += [f"| `{c.key}` | {c.source} | {_primary_text(c)} | {_p(c.p_primary)} | "
+    lines += [f"| `{c.key}` | {c.source} | {_cell(_primary_text(c))} | {_p(c.p_primary)} | "
               f"**{c.verdict}** |" for c in claims]  # fmt: skip
     lines += ["", "## Claims in detail", ""]
     for c in claims:

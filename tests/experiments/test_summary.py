@@ -189,6 +189,7 @@ def test_render_states_each_claim_and_verdict():
         in text
     )
     assert "*Sub-claim* rep Δσ(readout)" in text and "Holm-adjusted p" in text
+    assert r"| \|rep − none\| − \|ll − none\| (margin) > 0 |" in text  # escaped in the table
     assert "9 claims: 6 reproduced, 3 descriptive, one run" in text
     assert "total 7.0 min, within the 30-minute budget" in text
     assert "* a deviation" in text
