@@ -200,14 +200,15 @@ class SweepSettings(Strict):
 
 
 class SummarySettings(Strict):
-    """How claims are judged (see pipeline.experiments.summary)."""
+    """How claims are judged (see pipeline.experiments.verdicts)."""
 
     out: str = "reports/papers/summary.md"
-    min_t: float = Field(
-        2.0, gt=0, description="paired t over seeds needed for a clear 'reproduced'"
-    )
+    alpha: float = Field(
+        0.05, gt=0, lt=0.5,
+        description="level of each claim's declared one-sided test, after Holm across claims",
+    )  # fmt: skip
     accuracy_tolerance: float = Field(
-        0.01, ge=0, description="accuracies closer than this count as 'not hurt'"
+        0.01, ge=0, description="non-inferiority margin of 'does not hurt accuracy'"
     )
     budget_minutes: float = Field(30.0, gt=0)
 

@@ -16,6 +16,9 @@ one regularized tail per (mode, γ). A run whose loss becomes non-finite is kept
 ``diverged: true`` and NaN metrics (a strong folded penalty can diverge under plain SGD: see
 docs/methods.md). The question it answers: does giving up at most
 ``accuracy_budget`` of accuracy buy a ``distance_gain`` larger mean distance at CPU scale?
+Per γ the outputs carry the mean over seeds with a 95% t-interval, and γ is recommended only
+where target and pretraining accuracy are shown non-inferior to γ = 0 within
+``accuracy_budget`` (:mod:`pipeline.experiments.sweep_stats`); that choice is exploratory.
 """
 
 from __future__ import annotations
@@ -36,12 +39,12 @@ from pipeline.data import load_tensors, open_source, to_pixel_tensor
 from pipeline.experiments import plots
 from pipeline.experiments.common import run_attack
 from pipeline.experiments.config import ExperimentsConfig, SweepSettings
+from pipeline.experiments.sweep_stats import curves, recommend
 from pipeline.experiments.trainer import TrainSettings, accuracy, train_in_memory
 from pipeline.experiments.util import cpu_seconds
 from pipeline.models import SplitModel, build_model
 from pipeline.readout import fit_readout, install_readout
 from pipeline.regularizers import RepSpectral, spectral_summary
-from pipeline.report.stats import mean_std
 
 log = logging.getLogger(__name__)
 MODES = ("plain", "folded")
@@ -165,45 +168,10 @@ def run_seed(s: SweepSettings, source: dict, target: dict, order, seed: int, bar
     return rows
 
 
-def curves(rows: list[dict], modes) -> dict[str, list[dict]]:
-    """Per mode, mean over seeds per γ (γ = 0, the shared baseline, starts every curve)."""
-    keys = ["target_acc", "mean_distance", "pretrain_acc", "sum_sigma_sq_plain",
-            "sum_sigma_sq_folded"]  # fmt: skip
-    out = {}
-    for mode in modes:
-        sel = [r for r in rows if r["mode"] in (mode, "none")]
-        points = []
-        for strength in sorted({r["strength"] for r in sel}):
-            group = [r for r in sel if r["strength"] == strength]
-            point = {"mode": mode, "strength": strength, "seeds": len(group),
-                     "diverged": sum(bool(r.get("diverged")) for r in group)}  # fmt: skip
-            for k in keys:
-                point[f"{k}_mean"], point[f"{k}_std"] = mean_std(r[k] for r in group)
-            points.append(point)
-        out[mode] = points
-    return out
-
-
-def best_tradeoff(points: list[dict], accuracy_budget: float) -> dict | None:
-    """Among γ > 0 costing at most ``accuracy_budget`` accuracy, the largest relative distance gain."""
-    base = points[0]
-    best = None
-    for p in points[1:]:
-        drop = base["target_acc_mean"] - p["target_acc_mean"]
-        gain = p["mean_distance_mean"] / base["mean_distance_mean"] - 1
-        if (
-            drop <= accuracy_budget
-            and math.isfinite(gain)
-            and (best is None or gain > best["gain"])
-        ):
-            best = {"strength": p["strength"], "accuracy_drop": drop, "gain": gain}
-    return best
-
-
 def write_outputs(s: SweepSettings, rows: list[dict], extra: dict) -> None:
     out = Path(s.out)
-    by_mode = curves(rows, s.modes)
-    best = {m: best_tradeoff(points, s.accuracy_budget) for m, points in by_mode.items()}
+    by_mode = curves(rows, s.modes, margin=s.accuracy_budget)
+    best = {m: recommend(points) for m, points in by_mode.items()}
     write_json(
         out / "metrics.json",
         {"experiment": "strength_sweep", "settings": s.model_dump(mode="json"), "runs": rows,

@@ -5,7 +5,6 @@ from __future__ import annotations
 import math
 
 import numpy as np
-import pytest
 
 from pipeline.experiments import summary as S
 
@@ -40,53 +39,63 @@ def xor_runs(order: dict[str, float], margin: dict[str, float] | None = None) ->
     return rows
 
 
+XOR_KEYS = ["xor_fig2", "xor_fig2_exact", "xor_fig3a_margin", "xor_fig3a_ll", "xor_fig3b",
+            "xor_fig4"]  # fmt: skip
+DIGITS_KEYS = ["digits_fig5_acc", "digits_fig5_tradeoff", "digits_fig5_distance",
+               "digits_fig6_acc", "digits_fig6_distance"]  # fmt: skip
+
+
 def _verdicts(claims):
-    return {c.key: c.verdict for c in claims}
+    return {c.key: c.verdict for c in S.judge(claims, 0.05)}
+
+
+def _xor(order, margin=None):
+    return {"runs": xor_runs(order, margin), "feature_layers": ["backbone.net.1"]}
 
 
 def test_xor_claims_reproduced_when_rep_spectral_is_largest():
-    m = {"runs": xor_runs({"none": 0.7, "ll_spectral": 0.72, "rep_spectral": 0.9}),
-         "feature_layers": ["backbone.net.1"]}  # fmt: skip
-    v = _verdicts(S.xor_claims(m, min_t=2.0))
-    assert v == {k: S.REPRODUCED for k in v}
+    claims = S.xor_claims(_xor({"none": 0.7, "ll_spectral": 0.72, "rep_spectral": 0.9}))
+    assert [c.key for c in claims] == XOR_KEYS  # every claim, in order: not vacuously "all"
+    v = _verdicts(claims)
+    assert all(v[k] == S.REPRODUCED for k in XOR_KEYS)
+    fig2 = claims[0]
+    # The primary is declared: rep − none and rep − ll at both weight decays, all four parts.
+    assert [c.label for c in fig2.primary.parts] == [
+        "wd=0 Δ rep − none",
+        "wd=0.0001 Δ rep − none",
+        "wd=0 Δ rep − ll",
+        "wd=0.0001 Δ rep − ll",
+    ]
+    assert all(c.n == len(SEEDS) for c in fig2.primary.parts)
+    assert fig2.p_primary < 1e-6
+    fig4 = claims[-1]
+    assert len(fig4.subclaims) == 3 and "primary test passed" in fig4.reason
 
 
 def test_xor_claims_not_reproduced_when_rep_spectral_is_smallest():
-    order = {"none": 0.9, "ll_spectral": 0.8, "rep_spectral": 0.6}
-    m = {"runs": xor_runs(order), "feature_layers": ["backbone.net.1"]}
-    v = _verdicts(S.xor_claims(m, min_t=2.0))
-    assert v["xor_fig2"] == S.NOT and v["xor_fig2_exact"] == S.NOT
+    v = _verdicts(S.xor_claims(_xor({"none": 0.9, "ll_spectral": 0.8, "rep_spectral": 0.6})))
+    assert v["xor_fig2"] == S.CONTRADICTED and v["xor_fig2_exact"] == S.CONTRADICTED
     assert v["xor_fig3b"] == S.REPRODUCED  # the volume data still say so
 
 
-def test_mixed_and_noisy_evidence():
-    # rep beats none clearly but ties ll within noise: partly / weak, never "reproduced".
-    runs = xor_runs({"none": 0.5, "ll_spectral": 0.899, "rep_spectral": 0.9})
-    claim = S.xor_claims({"runs": runs}, min_t=2.0)[0]
-    assert claim.verdict in (S.PARTLY, S.WEAK)
-    c = S.Comparison("x", [1.0, 1.2, 0.9], [1.0, 1.0, 1.0])
-    assert c.verdict(min_t=2.0) == S.WEAK  # right sign, t < 2
-    assert S.Comparison("x", [], []).verdict(2.0) == S.MISSING
-    assert S.Claim("k", "s", "t").judge(2.0).verdict == S.MISSING
+def test_a_tie_with_one_baseline_is_not_reproduced_however_clear_the_other():
+    # rep beats none clearly but ties ll within noise: the declared conjunction fails.
+    runs = xor_runs({"none": 0.5, "ll_spectral": 0.9, "rep_spectral": 0.9})
+    claim = S.judge(S.xor_claims({"runs": runs}), 0.05)[0]
+    assert claim.key == "xor_fig2" and claim.verdict in (S.NOT, S.CONTRADICTED)
+    assert claim.verdict != S.PARTLY
 
 
-def test_a_clearly_contradicted_comparison_makes_the_claim_not_reproduced():
-    clear_yes = S.Comparison("yes", [2.0, 2.1, 1.9], [1.0, 1.0, 1.0])
-    clear_no = S.Comparison("no", [0.5, 0.6, 0.4], [1.0, 1.0, 1.0])
-    weak_no = S.Comparison("weak no", [0.9, 1.2, 0.8], [1.0, 1.0, 1.0])
-    assert clear_no.verdict(2.0) == S.CONTRADICTED and weak_no.verdict(2.0) == S.NOT
-    claim = S.Claim("k", "s", "t", [clear_yes, clear_no]).judge(2.0)
-    assert claim.verdict == S.NOT
-    assert S.Claim("k", "s", "t", [clear_yes, weak_no]).judge(2.0).verdict == S.PARTLY
-
-
-def test_comparison_statistics():
-    c = S.Comparison("rep − none", [2.0, 3.0, 4.0], [1.0, 1.0, 1.0])
-    assert c.mean_diff == pytest.approx(2.0)
-    assert c.t == pytest.approx(2.0 / (1.0 / math.sqrt(3)))
-    assert c.wins == 3 and c.relative == pytest.approx(2.0)
-    assert "+200.0%" in c.describe() and "3/3 seeds" in c.describe()
-    assert S.Comparison("lower", [1.0, 1.0], [2.0, 2.0], sign=-1).verdict(2.0) == S.REPRODUCED
+def test_xor_fig4_partly_when_the_sub_claims_fail():
+    # ll does not shrink the readout here: the σ primary (rep lowers the feature layer) holds.
+    rows = xor_runs({"none": 0.7, "ll_spectral": 0.72, "rep_spectral": 0.9})
+    for r in rows:
+        if r["variant"] == "ll_spectral":
+            r["sigma_final/head"] = 8.0 + 1.0 + _noise()
+    claim = {c.key: c for c in S.judge(S.xor_claims({"runs": rows}), 0.05)}["xor_fig4"]
+    assert claim.verdict == S.PARTLY
+    assert "not shown: ll Δσ(readout)" in claim.reason
+    assert "sub-claims passed: rep Δσ(readout), ll Δσ(feature) − rep Δσ(feature)" in claim.reason
 
 
 def digits_runs(acc: dict, dist: dict, ro_acc: dict, ro_dist: dict) -> list[dict]:
@@ -106,8 +115,10 @@ def test_digits_claims_both_ways():
         ro_acc={"none": 0.98, "ll_spectral": 0.97, "rep_spectral": 0.978},
         ro_dist={"none": 0.6, "ll_spectral": 0.62, "rep_spectral": 0.7},
     )
-    v = _verdicts(S.digits_claims({"runs": paper_like}, min_t=2.0, tolerance=0.01))
-    assert v == {k: S.REPRODUCED for k in v}
+    claims = S.digits_claims({"runs": paper_like}, tolerance=0.01)
+    assert [c.key for c in claims] == DIGITS_KEYS
+    v = _verdicts(claims)
+    assert all(v[k] == S.REPRODUCED for k in DIGITS_KEYS)
 
     opposite = digits_runs(
         acc={"none": 0.95, "ll_spectral": 0.98, "rep_spectral": 0.96},
@@ -115,21 +126,27 @@ def test_digits_claims_both_ways():
         ro_acc={"none": 0.98, "ll_spectral": 0.97, "rep_spectral": 0.95},
         ro_dist={"none": 0.7, "ll_spectral": 0.62, "rep_spectral": 0.6},
     )
-    v = _verdicts(S.digits_claims({"runs": opposite}, min_t=2.0, tolerance=0.01))
-    assert v == {k: S.NOT for k in v}
+    v = _verdicts(S.digits_claims({"runs": opposite}, tolerance=0.01))
+    assert all(v[k] == S.CONTRADICTED for k in DIGITS_KEYS)
 
 
-def test_readout_accuracy_tolerance():
-    # rep 0.5 points below none: within a 1-point tolerance, outside a 0.1-point one.
+def test_readout_accuracy_non_inferiority():
+    # rep 0.5 points below none: non-inferior within a 1-point margin, not within 0.1 point.
     runs = digits_runs(
         acc=dict.fromkeys(("none", "ll_spectral", "rep_spectral"), 0.97),
         dist=dict.fromkeys(("none", "ll_spectral", "rep_spectral"), 0.6),
         ro_acc={"none": 0.98, "ll_spectral": 0.98, "rep_spectral": 0.975},
         ro_dist=dict.fromkeys(("none", "ll_spectral", "rep_spectral"), 0.6),
     )
-    loose = _verdicts(S.digits_claims({"runs": runs}, 2.0, tolerance=0.01))
-    strict = _verdicts(S.digits_claims({"runs": runs}, 2.0, tolerance=0.001))
-    assert loose["digits_fig6_acc"] == S.REPRODUCED and strict["digits_fig6_acc"] == S.NOT
+    loose = _verdicts(S.digits_claims({"runs": runs}, tolerance=0.01))
+    strict = _verdicts(S.digits_claims({"runs": runs}, tolerance=0.001))
+    assert loose["digits_fig6_acc"] == S.REPRODUCED
+    assert strict["digits_fig6_acc"] == S.CONTRADICTED  # clearly more than 0.1 point worse
+    # Equal means but seeds scattered by ±3 points: "does not hurt" is not shown.
+    for r in runs:
+        if r["variant"] == "rep_spectral":
+            r["readout_test_acc"] = 0.98 + (0.03 if r["seed"] % 2 else -0.03)
+    assert _verdicts(S.digits_claims({"runs": runs}, tolerance=0.01))["digits_fig6_acc"] == S.NOT
 
 
 def _diag(dim90: int, acc1: float, noise: float | None) -> dict:
@@ -142,24 +159,38 @@ def _diag(dim90: int, acc1: float, noise: float | None) -> dict:
     }
 
 
-def test_diagnostics_claims_single_run_are_never_clear():
-    good = S.diagnostics_claims({"none": _diag(10, 0.4, 0.5), "lr": _diag(3, 0.6, 0.7)})
-    assert {c.verdict for c in good} == {S.WEAK}
-    bad = S.diagnostics_claims({"none": _diag(3, 0.6, 0.7), "lr": _diag(10, 0.4, 0.5)})
-    assert {c.verdict for c in bad} == {S.NOT}
-    skipped = S.diagnostics_claims({"none": _diag(10, 0.4, None), "lr": _diag(3, 0.6, None)})
+def test_diagnostics_claims_single_run_get_no_verdict():
+    for lr, none in (((3, 0.6, 0.7), (10, 0.4, 0.5)), ((10, 0.4, 0.5), (3, 0.6, 0.7))):
+        claims = S.judge(S.diagnostics_claims({"none": _diag(*none), "lr": _diag(*lr)}))
+        assert [c.key for c in claims] == ["lr_fig2", "lr_table5", "lr_table4"]
+        assert {c.verdict for c in claims} == {S.DESCRIPTIVE}  # whichever way the sign goes
+        assert all(math.isnan(c.p_primary) for c in claims)
+    skipped = S.judge(
+        S.diagnostics_claims({"none": _diag(10, 0.4, None), "lr": _diag(3, 0.6, None)})
+    )
     assert skipped[2].verdict == S.MISSING and "skipped" in skipped[2].measured
-    assert {c.verdict for c in S.diagnostics_claims({})} == {S.MISSING}
+    assert {c.verdict for c in S.judge(S.diagnostics_claims({}))} == {S.MISSING}
 
 
 def test_render_states_each_claim_and_verdict():
-    m = {"runs": xor_runs({"none": 0.7, "ll_spectral": 0.72, "rep_spectral": 0.9})}
-    claims = S.xor_claims(m, 2.0) + S.diagnostics_claims({})
+    claims = S.judge(
+        S.xor_claims(_xor({"none": 0.7, "ll_spectral": 0.72, "rep_spectral": 0.9}))
+        + S.diagnostics_claims({"none": _diag(10, 0.4, 0.5), "lr": _diag(3, 0.6, 0.7)})
+    )
     text = S.render(claims, {"Cost": S.cost_section({"xor": 120.0, "digits_mlp": 300.0}, 30)},
                     ["a deviation"])  # fmt: skip
+    assert len(claims) == 9
     for c in claims:
         assert f"`{c.key}`" in text and c.statement in text
-    assert "| `xor_fig2` | rep-spectral F.1, Fig. 2 | **reproduced** |" in text
+    row = next(line for line in text.splitlines() if line.startswith("| `xor_fig2` |"))
+    assert "Δ rep − ll > 0 and Δ rep − none > 0" in row and row.endswith("**reproduced** |")
+    assert (
+        "| `lr_fig2` | LR paper, Fig. 2 | dim90 lr − none < 0 | n/a | **descriptive, one run** |"
+        in text
+    )
+    assert "*Sub-claim* rep Δσ(readout)" in text and "Holm-adjusted p" in text
+    assert r"| \|rep − none\| − \|ll − none\| (margin) > 0 |" in text  # escaped in the table
+    assert "9 claims: 6 reproduced, 3 descriptive, one run" in text
     assert "total 7.0 min, within the 30-minute budget" in text
     assert "* a deviation" in text
     assert "OVER" in S.cost_section({"xor": 3600.0}, 30)
@@ -177,52 +208,41 @@ def _with_readout_only(rows: list[dict], distance: float, feature_change: float)
     return rows + extra
 
 
+def _readout_claim(claims):
+    return next(c for c in claims if c.key == "xor_readout_only")
+
+
 def test_readout_only_variant_reproducing_the_paper_ordering():
     rows = xor_runs({"none": 0.7, "ll_spectral": 0.95, "rep_spectral": 0.9})
     rows = _with_readout_only(rows, distance=0.75, feature_change=0.3)
     m = {"runs": rows, "feature_layers": ["backbone.net.1"]}
-    v = _verdicts(S.xor_claims(m, min_t=2.0))
+    claims = S.judge(S.xor_claims(m))
+    v = {c.key: c.verdict for c in claims}
     assert v["xor_readout_only"] == S.REPRODUCED
     assert v["xor_fig2"] != S.REPRODUCED  # all-layers ll still beats rep
-    text = S.readout_only_section(m, None)
-    assert "**Yes**" in text and "rep 0.9" in text and "readout-only 0.75" in text
+    text = S.readout_only_section(_readout_claim(claims), m, None)
+    first = text.splitlines()[0]  # the ranking of the means at weight decay 0
+    assert (
+        first.index("ll (all layers) 0.9")
+        < first.index("> rep 0.")
+        < first.index("> readout-only 0.7")
+    )
+    assert "**Yes**" in text
 
 
 def test_readout_only_variant_not_reproducing_and_absent():
     rows = xor_runs({"none": 0.7, "ll_spectral": 0.95, "rep_spectral": 0.8})
     rows = _with_readout_only(rows, distance=0.9, feature_change=-3.0)
     m = {"runs": rows, "feature_layers": ["backbone.net.1"]}
-    assert _verdicts(S.xor_claims(m, min_t=2.0))["xor_readout_only"] == S.NOT
-    assert "**No**" in S.readout_only_section(m, None)
+    claim = _readout_claim(S.judge(S.xor_claims(m)))
+    assert claim.verdict == S.CONTRADICTED
+    assert "**No, the opposite**" in S.readout_only_section(claim, m, None)
+    # Right sign of the means but within noise: the section does not say yes.
+    rows = xor_runs({"none": 0.7, "ll_spectral": 0.95, "rep_spectral": 0.8})
+    rows = _with_readout_only(rows, distance=0.8, feature_change=0.3)
+    claim = _readout_claim(S.judge(S.xor_claims({"runs": rows})))
+    assert claim.verdict == S.NOT
+    assert "**No (not shown)**" in S.readout_only_section(claim, {"runs": rows}, None)
     plain = {"runs": xor_runs({"none": 0.7, "ll_spectral": 0.7, "rep_spectral": 0.8})}
-    assert "xor_readout_only" not in _verdicts(S.xor_claims(plain, min_t=2.0))
-    assert "not run" in S.readout_only_section(plain, None)
-
-
-def _curve(mode: str, accs: list[float], dists: list[float]) -> list[dict]:
-    return [
-        {"mode": mode, "strength": g, "seeds": 1, "target_acc_mean": a, "target_acc_std": 0.0,
-         "mean_distance_mean": d, "mean_distance_std": 0.0}
-        for g, a, d in zip([0.0, 0.01, 0.1], accs, dists, strict=True)
-    ]  # fmt: skip
-
-
-def test_sweep_tradeoff_answer():
-    from pipeline.experiments.strength_sweep import best_tradeoff
-
-    plain = _curve("plain", [0.90, 0.89, 0.80], [1.0, 1.05, 1.5])  # +50% only at -10 points
-    folded = _curve("folded", [0.90, 0.885, 0.85], [1.0, 1.2, 1.6])  # +20% at -1.5 points
-    best = {"plain": best_tradeoff(plain, 0.02), "folded": best_tradeoff(folded, 0.02)}
-    assert best["plain"]["strength"] == 0.01 and best["plain"]["gain"] == pytest.approx(0.05)
-    assert best["folded"]["strength"] == 0.01 and best["folded"]["gain"] == pytest.approx(0.2)
-    assert best_tradeoff(_curve("x", [0.9, 0.5, 0.4], [1.0, 2.0, 3.0]), 0.02) is None
-    m = {
-        "settings": {"accuracy_budget": 0.02, "distance_gain": 0.1, "seeds": [0], "epochs": 12,
-                     "burn_in": 6, "n_attack": 32, "attack": {"iterations": 10}},
-        "curves": {"plain": plain, "folded": folded},
-        "best": best,
-    }  # fmt: skip
-    text = S.sweep_section(m)
-    assert "Yes, for folded**" in text and "+20.0% mean Δ" in text
-    best["folded"] = None
-    assert "? No**" in S.sweep_section(m)
+    assert "xor_readout_only" not in {c.key for c in S.xor_claims(plain)}
+    assert "not run" in S.readout_only_section(None, plain, None)
