@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -94,10 +94,15 @@ class Comparison:
         """
         sign = -self.sign if opposite else self.sign
         confidence = 1 - alpha if self.sign == 0 else 1 - 2 * alpha
-        return paired_seed_test(
+        r = paired_seed_test(
             self.diffs, alternative=_alternative(sign), test=self.test, null=self.null,
             confidence=confidence,
         )  # fmt: skip
+        if math.isnan(r.p) and self.n >= 2 and np.all(self.diffs == self.null):
+            # Every seed exactly at the null (e.g. identical accuracies): t is 0/0, and the
+            # data are no evidence for either direction.
+            r = replace(r, p=1.0)
+        return r
 
     def p(self, alpha: float = ALPHA) -> float:
         return self.result(alpha).p

@@ -126,6 +126,14 @@ def test_one_run_gets_no_verdict_from_a_sign():
     assert V.judge([claim("k", cmp("x", []))], ALPHA)[0].verdict == V.MISSING
 
 
+def test_identical_runs_are_no_evidence_either_way():
+    # All seeds exactly equal (t = 0/0): p = 1 both ways, so "not reproduced", not "untestable".
+    tie = cmp("acc none − rep", [0.0] * 6)
+    assert tie.p(ALPHA) == 1.0 and tie.p_opposite(ALPHA) == 1.0
+    out = V.judge([claim("k", V.AllOf("p", [cmp("a", diffs_with_p(1e-4)), tie]))], ALPHA)[0]
+    assert out.verdict == V.NOT and out.p_primary == 1.0
+
+
 def test_family_wise_error_of_reproduced_under_the_null():
     """All claims null (true difference 0): P(any "reproduced") ≤ α, by simulation."""
     rng = np.random.default_rng(3)
