@@ -479,6 +479,16 @@ def read_params(path: str | Path, _seen: tuple[Path, ...] = ()) -> dict:
     return merge(read_params(base_path, (*_seen, path.resolve())), data)
 
 
+def lookup(dump: dict, dotted: str) -> Any:
+    """The value at ``a.b.c`` of a config dump; KeyError naming the key when absent."""
+    node: Any = dump
+    for part in dotted.split("."):
+        if not isinstance(node, dict) or part not in node:
+            raise KeyError(dotted)
+        node = node[part]
+    return node
+
+
 def merge(base: dict, overlay: dict) -> dict:
     """``overlay`` on top of ``base``: mappings merge recursively, other values replace."""
     out = copy.deepcopy(base)

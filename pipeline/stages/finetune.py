@@ -10,7 +10,7 @@ from pipeline.core import paths
 from pipeline.core.io import write_json
 from pipeline.models import save_model
 from pipeline.stages.shared import check_names, load_backbone_for, start
-from pipeline.stages.spec import TRAINING_CODE, Arg, Plot, StageSpec
+from pipeline.stages.spec import Arg, Plot, StageSpec
 from pipeline.stages.supervised import open_train_test, train_supervised
 
 ARGS = (
@@ -32,7 +32,6 @@ STAGES = (
         },
         gpus="{finetune.targets.{target}.train.gpus}",
         params=("finetune.targets.{target}", "finetune.regularizers.{regularizer}"),
-        code=TRAINING_CODE,
         deps=(str(paths.backbone_model("{backbone}")), str(paths.prepared("{target}"))),
         private=(str(paths.checkpoints("finetune", _RUN)),),
         outs=(str(paths.finetune_model(_RUN)),),

@@ -7,7 +7,7 @@ from pipeline.core.errors import ConfigError
 from pipeline.core.io import write_json
 from pipeline.models import build_model, save_model
 from pipeline.stages.shared import normalization, start
-from pipeline.stages.spec import TRAINING_CODE, Arg, Plot, StageSpec
+from pipeline.stages.spec import Arg, Plot, StageSpec
 from pipeline.stages.supervised import open_train_test, train_supervised
 
 ARGS = (Arg("variant", help="a name under pretrain.variants"),)
@@ -18,7 +18,6 @@ STAGES = (
         matrix={"variant": "pretrain.run"},
         gpus="{pretrain.train.gpus}",
         params=("pretrain.data", "pretrain.model", "pretrain.train", "pretrain.variants.{variant}"),
-        code=TRAINING_CODE,
         deps=("{pretrain.data.root}",),
         private=(str(paths.checkpoints("pretrain", "{variant}")),),
         outs=(str(paths.backbone_model("{variant}")),),

@@ -17,7 +17,7 @@ from pipeline.stages.shared import (
     pixel_transform,
     start,
 )
-from pipeline.stages.spec import MODEL_CODE, Arg, StageSpec
+from pipeline.stages.spec import Arg, StageSpec
 
 ARGS = (
     Arg("target", help="a name under finetune.targets"),
@@ -31,7 +31,6 @@ STAGES = (
         matrix={"target": "finetune.run.targets", "backbone": "finetune.run.backbones"},
         gpus=1,
         params=("finetune.targets.{target}.data", "readout"),
-        code=(*MODEL_CODE, "pipeline/readout.py"),
         deps=(str(paths.backbone_model("{backbone}")), str(paths.prepared("{target}"))),
         outs=(str(paths.readout_model(_RUN)),),
         metrics=(str(paths.stage_metrics("readout", _RUN) / "summary.json"),),
