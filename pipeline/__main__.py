@@ -120,7 +120,9 @@ def run_stage(command: str, argv: list[str]) -> int:
     if relaunch:
         launch.check_devices(nproc, cfg.run.device, what=ident)
     # One process per instance at a time (torchrun's children run under their launcher's lock).
-    from pipeline.core.runlock import hold_run_lock  # imports torch: after the warm check
+    # Imported here, not at the top: it loads torch (through pipeline.core.io), which --help and
+    # usage errors never need. (The stage's module, imported above, has loaded it by now.)
+    from pipeline.core.runlock import hold_run_lock
 
     if launch.under_torchrun():
         lock = nullcontext()

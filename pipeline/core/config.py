@@ -197,7 +197,7 @@ class PrepareSpec(Strict):
             if out.root not in (None, f"data/{name}"):
                 raise ValueError(
                     f"prepare.outputs.{name}.root: raw data for {name!r} lives at data/{name} "
-                    "(symlink it there); got {out.root!r}"
+                    f"(symlink it there); got {out.root!r}"
                 )
             out.root = f"data/{name}"
         return self

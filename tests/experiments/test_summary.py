@@ -226,3 +226,12 @@ def test_sweep_tradeoff_answer():
     assert "Yes, for folded**" in text and "+20.0% mean Δ" in text
     best["folded"] = None
     assert "? No**" in S.sweep_section(m)
+
+
+def test_the_shared_helpers_load_no_torch():
+    import subprocess
+    import sys
+
+    code = "import sys, pipeline.experiments.util; print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
