@@ -15,6 +15,9 @@ from pipeline.__main__ import main
 FT = ["--target", "digits_5to9", "--regularizer", "none", "--seed", "0", "--backbone", "none"]
 OUT = Path("metrics/attack/finetune/digits_5to9/none/none/seed0")
 
+# End to end: prepare, pretrain and finetune once, then the stage itself (about 30 CPU-seconds).
+pytestmark = pytest.mark.slow
+
 
 def _set(**attack):
     params = yaml.safe_load(Path("params.yaml").read_text())
