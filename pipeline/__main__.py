@@ -26,6 +26,12 @@ from pipeline.core.cli import make_parser, report
 from pipeline.core.errors import ConfigError, PipelineError
 from pipeline.core.warm import run_warm
 
+# Left out of every stage's code deps (pipeline.core.codedeps):
+NOT_A_STAGE_DEPENDENCY = (
+    "the CLI entry: it validates the config (pipeline.core.config, a dependency of every stage)"
+    " and calls the stage's run; how it starts, locks and logs changes no result"
+)
+
 log = logging.getLogger("pipeline")
 # Results worth a line in the log (and in the Prefect UI) when a stage finishes.
 HEADLINE = ("test_acc", "knn_acc", "readout_acc", "mean_distance", "success_rate", "samples")
@@ -114,7 +120,9 @@ def run_stage(command: str, argv: list[str]) -> int:
     if relaunch:
         launch.check_devices(nproc, cfg.run.device, what=ident)
     # One process per instance at a time (torchrun's children run under their launcher's lock).
-    from pipeline.core.runlock import hold_run_lock  # imports torch: after the warm check
+    # Imported here, not at the top: it loads torch (through pipeline.core.io), which --help and
+    # usage errors never need. (The stage's module, imported above, has loaded it by now.)
+    from pipeline.core.runlock import hold_run_lock
 
     if launch.under_torchrun():
         lock = nullcontext()

@@ -2,7 +2,10 @@
 
 The file stays a real DVC file: matrix stages over the parameter lists of ``params.yaml``, so
 ``dvc repro`` and ``dvc exp run -S finetune.run.seeds='[0,1,2]'`` drive it as usual. It is
-written by ``python -m pipeline dvc-yaml``; ``--check`` fails when the committed file differs.
+written by ``python -m pipeline dvc-yaml``; ``--check`` fails when the committed file differs
+(and ``tests/test_dvc_contract.py`` does). Each stage's code dependencies are derived from its
+module's imports (:attr:`~pipeline.stages.spec.StageSpec.code_deps`), sorted, so the same source
+always gives the same file.
 """
 
 from __future__ import annotations
@@ -17,7 +20,10 @@ from pipeline.stages.spec import StageSpec, to_dvc
 
 HEADER = """\
 # The transfer DAG. GENERATED from the stage declarations in pipeline/stages/*.py
-# (`python -m pipeline dvc-yaml`); edit those, not this file. tests/test_dvc_yaml.py checks it.
+# (`python -m pipeline dvc-yaml`); edit those, not this file. tests/test_dvc_contract.py checks it.
+# Code deps are derived, not declared: the project files a stage's module imports, at module level
+# or in functions (pipeline/core/codedeps.py), a folder only where every file in it is imported.
+# The CLI entry, its help text, the run lock, the launcher and the stage registry are left out.
 """
 
 
@@ -36,7 +42,7 @@ def stanza(spec: StageSpec) -> dict:
     body["cmd"] = _command(spec)
     if spec.params:
         body["params"] = [to_dvc(p) for p in spec.params]
-    body["deps"] = [*spec.all_code, *(to_dvc(d) for d in spec.deps)]
+    body["deps"] = [*spec.code_deps, *(to_dvc(d) for d in spec.deps)]
     if spec.outs:
         body["outs"] = [to_dvc(o) for o in spec.outs]
     if spec.metrics:

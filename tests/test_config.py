@@ -97,9 +97,14 @@ def test_backbone_names_must_be_unique_across_supervised_and_ssl():
 
 def test_every_config_file_validates():
     files = sorted((REPO / "configs").glob("*.yaml"))
+    assert len(files) >= 8, files  # the settings the README and tests/test_configs.py name
     for path in files:
         data = read_params(path)  # its extends: chain composed
-        validate(data, source=str(path))
+        assert "extends" not in data, path
+        cfg = validate(data, source=str(path))
+        # What validation returns is itself a valid parameter file (DVC reads params back).
+        dump = cfg.model_dump(mode="json")
+        assert validate(dump).model_dump(mode="json") == dump, path
 
 
 def _refusal(params: dict) -> str:
@@ -175,3 +180,14 @@ def test_seeds_multiply_the_pretraining_and_transfer_instances():
     ]
     readout = {i for i in ids if i.startswith("readout@")}
     assert readout == {"readout@digits_5to9-none-5", "readout@digits_5to9-rep_spectral-5"}
+
+
+def test_raw_dataset_elsewhere_names_the_root_it_got():
+    params = tiny_params()
+    params["prepare"]["outputs"]["cifar10"] = {"source": "cifar10", "root": "/mnt/elsewhere"}
+    params["prepare"]["raw"] = ["cifar10"]
+    with pytest.raises(ConfigError) as err:
+        validate(params)
+    message = str(err.value)
+    assert "data/cifar10" in message and "got '/mnt/elsewhere'" in message, message
+    assert "{" not in message

@@ -1,7 +1,7 @@
 """The experiment parameter files in configs/ and the stage plan built from a parameter file.
 
-Every file validates against the schema and carries the settings EXPERIMENTS.md gives for its
-row; ``plan`` lists the stage instances without training, and on the default params.yaml it
+Every file validates against the schema and carries the papers' settings for the experiment it
+runs (epochs, learning rates, seeds, GPUs: ``TARGETS`` and the tests below); ``plan`` lists the stage instances without training, and on the default params.yaml it
 names exactly the stages and edges DVC resolves from dvc.yaml.
 """
 

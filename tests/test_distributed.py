@@ -21,6 +21,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parents[1]
 EPOCHS, N, BATCH = 3, 96, 16  # 6 steps per epoch in both layouts
 CRASH_EPOCH, CRASH_AFTER_BATCHES = 1, 3  # after the checkpoint at global step 8 (epoch 1, step 2)
@@ -135,6 +137,7 @@ def _losses(history: list[dict]) -> list[float]:
     return [row["train_loss"] for row in history]
 
 
+@pytest.mark.slow  # two gloo ranks train, crash and resume: about 40 CPU-seconds
 def test_two_ranks_match_one_process_and_resume_after_a_crash(tmp_path):
     import numpy as np
     import torch

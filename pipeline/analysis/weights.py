@@ -19,6 +19,11 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+# One definition, shared with the nuclear-norm and ℓ1 regularizers' own diagnostics.
+from pipeline.regularizers.weight_norms import effective_rank, effective_sparsity
+
+__all__ = ["REPORTED_LAYERS", "as_matrix", "effective_rank", "effective_sparsity", "weight_report"]
+
 # Layers whose ``weight`` is (out, in, *kernel) or (out, in) and is reported by weight_report.
 REPORTED_LAYERS: tuple[type[nn.Module], ...] = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
 
@@ -32,25 +37,6 @@ def as_matrix(weight: torch.Tensor) -> torch.Tensor:
     if weight.ndim < 2:
         raise ValueError(f"expected a weight with at least 2 dims; got shape {tuple(weight.shape)}")
     return weight.detach().to(device="cpu", dtype=torch.float64).reshape(weight.shape[0], -1)
-
-
-def _ratio(numerator: torch.Tensor, fro: torch.Tensor) -> float:
-    return float("nan") if fro == 0 else float(numerator / fro)
-
-
-def effective_rank(weight: torch.Tensor) -> float:
-    """Effective rank ``‖W‖_* / ‖W‖_F`` (nuclear-norm paper, eq. 3); NaN for an all-zero ``W``."""
-    w = as_matrix(weight)
-    return _ratio(torch.linalg.svdvals(w).sum(), torch.linalg.matrix_norm(w, ord="fro"))
-
-
-def effective_sparsity(weight: torch.Tensor) -> float:
-    """Effective sparsity ``‖W‖_1 / ‖W‖_F`` (nuclear-norm paper, eq. 2); NaN for an all-zero ``W``.
-
-    ``‖W‖_1`` is the entrywise ℓ1 norm (sum of absolute values), not the induced 1-norm.
-    """
-    w = as_matrix(weight)
-    return _ratio(w.abs().sum(), torch.linalg.matrix_norm(w, ord="fro"))
 
 
 def weight_report(module: nn.Module) -> list[dict]:
@@ -70,16 +56,13 @@ def weight_report(module: nn.Module) -> list[dict]:
         weight = getattr(layer, "weight", None)
         if weight is None:
             continue
-        w = as_matrix(weight)
-        sv = torch.linalg.svdvals(w)
-        fro = torch.linalg.matrix_norm(w, ord="fro")
         rows.append(
             {
                 "layer": name,
                 "shape": tuple(weight.shape),
-                "effective_rank": _ratio(sv.sum(), fro),
-                "effective_sparsity": _ratio(w.abs().sum(), fro),
-                "sigma_max_flat": float(sv[0]),
+                "effective_rank": effective_rank(weight),
+                "effective_sparsity": effective_sparsity(weight),
+                "sigma_max_flat": float(torch.linalg.matrix_norm(as_matrix(weight), ord=2)),
             }
         )
     return rows

@@ -13,6 +13,11 @@ from typing import NoReturn
 
 from pipeline.core.errors import PipelineError
 
+# Left out of every stage's code deps (pipeline.core.codedeps):
+NOT_A_STAGE_DEPENDENCY = (
+    "how a command line is parsed and its help text: never what a stage computes"
+)
+
 
 def one_line(text: object) -> str:
     """Collapse whitespace (argparse wraps long choice lists) so a message stays on one line."""

@@ -27,7 +27,7 @@ from pydantic import (
 )
 
 from pipeline.core.errors import ConfigError
-from pipeline.regularizers.config import RegularizerConfig
+from pipeline.core.regularizer_config import RegularizerConfig
 
 DATA_SOURCES = (
     "shards",
@@ -197,7 +197,7 @@ class PrepareSpec(Strict):
             if out.root not in (None, f"data/{name}"):
                 raise ValueError(
                     f"prepare.outputs.{name}.root: raw data for {name!r} lives at data/{name} "
-                    "(symlink it there); got {out.root!r}"
+                    f"(symlink it there); got {out.root!r}"
                 )
             out.root = f"data/{name}"
         return self
@@ -556,6 +556,16 @@ def read_params(path: str | Path, _seen: tuple[Path, ...] = ()) -> dict:
     if base_path in _seen or base_path == path.resolve():
         raise ConfigError(f"{path}: {EXTENDS} {base} makes a cycle")
     return merge(read_params(base_path, (*_seen, path.resolve())), data)
+
+
+def lookup(dump: dict, dotted: str) -> Any:
+    """The value at ``a.b.c`` of a config dump; KeyError naming the key when absent."""
+    node: Any = dump
+    for part in dotted.split("."):
+        if not isinstance(node, dict) or part not in node:
+            raise KeyError(dotted)
+        node = node[part]
+    return node
 
 
 def merge(base: dict, overlay: dict) -> dict:

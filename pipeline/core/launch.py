@@ -22,6 +22,12 @@ from pathlib import Path
 
 from pipeline.core.errors import ConfigError, PipelineError
 
+# Left out of every stage's code deps (pipeline.core.codedeps):
+NOT_A_STAGE_DEPENDENCY = (
+    "starts a stage's processes under torchrun; the process group they form is set up by "
+    "pipeline.runtime.distributed, which is a dependency"
+)
+
 ERROR_FILE = "PIPELINE_ERROR_FILE"
 
 

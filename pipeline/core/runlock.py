@@ -25,6 +25,9 @@ from pathlib import Path
 from pipeline.core.errors import RunLockedError
 from pipeline.core.io import TEMP_MARK
 
+# Left out of every stage's code deps (pipeline.core.codedeps):
+NOT_A_STAGE_DEPENDENCY = "when a stage instance may run (one at a time), not what it computes"
+
 log = logging.getLogger(__name__)
 
 LOCK_NAME = ".lock"

@@ -21,6 +21,11 @@ from pipeline.core.config import apply_overrides, load_config, read_params
 from pipeline.core.errors import ConfigError
 from pipeline.core.io import atomic_write_text
 
+# Left out of every stage's code deps (pipeline.core.codedeps):
+NOT_A_STAGE_DEPENDENCY = (
+    "writes params.yaml (use-params); stages read it through pipeline.core.config"
+)
+
 WORKSPACE_PARAMS = "params.yaml"
 
 

@@ -1,13 +1,17 @@
-"""Small helpers with no heavy imports (the summary stage uses them too)."""
+"""Small helpers shared by the experiments, the summary stage included.
+
+torch is imported only where threads are set, so a command that needs only :func:`cpu_seconds`
+(the summary) does not load it.
+"""
 
 from __future__ import annotations
 
 import resource
 
-import torch
-
 
 def set_threads(threads: int) -> None:
+    import torch
+
     torch.set_num_threads(threads)
 
 

@@ -15,6 +15,7 @@ from pipeline.regularizers.config import (
     ReadoutSpectralConfig,
     RegularizerConfig,
     RepSpectralConfig,
+    build_regularizer,
     build_regularizers,
     parse_regularizer_configs,
 )
@@ -57,6 +58,7 @@ __all__ = [
     "Regularizer",
     "StepContext",
     "bss_penalty",
+    "build_regularizer",
     "build_regularizers",
     "conv_frequency_matrices",
     "conv_sigma_max",

@@ -29,18 +29,29 @@ def l1_norm(W: torch.Tensor) -> torch.Tensor:
     return W.abs().sum()
 
 
+def _ratio(numerator: torch.Tensor, fro: torch.Tensor) -> float:
+    return float("nan") if fro == 0 else float(numerator / fro)
+
+
+def _float64_matrix(W: torch.Tensor) -> torch.Tensor:
+    if W.ndim < 2:
+        raise ValueError(f"expected a weight with at least 2 dims; got shape {tuple(W.shape)}")
+    return weight_matrix(W.detach().to(torch.float64))
+
+
 def effective_rank(W: torch.Tensor) -> float:
-    """``‖W‖_*/‖W‖_F``: between 1 (rank one) and ``sqrt(rank)``; 0 for a zero matrix."""
-    W = weight_matrix(W).detach().to(torch.float64)
-    fro = torch.linalg.matrix_norm(W)
-    return float(nuclear_norm(W) / fro) if fro > 0 else 0.0
+    """``‖W‖_*/‖W‖_F`` (nuclear-norm paper, eq. 3) of the weight as a matrix (a conv kernel as
+    ``c_out × c_in·k·k``): between 1 (rank one) and ``sqrt(rank)``. NaN for an all-zero ``W``,
+    where it is undefined (0/0): a dead layer is not reported as a low-rank one."""
+    M = _float64_matrix(W)
+    return _ratio(torch.linalg.svdvals(M).sum(), torch.linalg.matrix_norm(M))
 
 
 def effective_sparsity(W: torch.Tensor) -> float:
-    """``‖W‖_1/‖W‖_F``: at most ``sqrt(s)`` for an s-sparse matrix; 0 for a zero matrix."""
-    W = W.detach().to(torch.float64)
-    fro = torch.linalg.vector_norm(W)
-    return float(l1_norm(W) / fro) if fro > 0 else 0.0
+    """``‖W‖_1/‖W‖_F`` (eq. 2; entrywise ℓ1): between 1 (one non-zero) and ``sqrt(s)`` for an
+    s-sparse matrix. NaN for an all-zero ``W``, where it is undefined."""
+    M = _float64_matrix(W)
+    return _ratio(M.abs().sum(), torch.linalg.matrix_norm(M))
 
 
 def _full_precision(W: torch.Tensor) -> torch.Tensor:

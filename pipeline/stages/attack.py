@@ -34,7 +34,7 @@ from pipeline.stages.shared import (
     pixel_transform,
     start,
 )
-from pipeline.stages.spec import MODEL_CODE, Arg, StageSpec
+from pipeline.stages.spec import Arg, StageSpec
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +55,6 @@ _ATTACK = {
     "command": "attack",
     "gpus": 1,
     "params": ("attack", "finetune.targets.{target}.data"),
-    "code": (*MODEL_CODE, "pipeline/attacks"),
 }
 STAGES = (
     StageSpec(

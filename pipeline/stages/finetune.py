@@ -11,7 +11,7 @@ from pipeline.core import paths
 from pipeline.core.io import write_json
 from pipeline.models import save_model
 from pipeline.stages.shared import check_names, load_backbone_for, start
-from pipeline.stages.spec import TRAINING_CODE, Arg, Plot, StageSpec
+from pipeline.stages.spec import Arg, Plot, StageSpec
 from pipeline.stages.supervised import open_train_test, train_supervised
 
 ARGS = (
@@ -35,7 +35,6 @@ STAGES = (
         },
         gpus="{finetune.targets.{target}.train.gpus}",
         params=("finetune.targets.{target}", "finetune.regularizers.{regularizer}"),
-        code=TRAINING_CODE,
         deps=(
             str(paths.backbone_model(paths.backbone_id("{backbone}", "{backbone_seed}"))),
             str(paths.prepared("{target}")),

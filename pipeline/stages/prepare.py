@@ -27,7 +27,6 @@ _PREPARE = {
     "command": "prepare",
     "matrix": {"dataset": "prepare.embedded"},
     "params": ("prepare.outputs.{dataset}", "prepare.maxcount"),
-    "code": ("pipeline/data",),
     "outs": (str(paths.prepared("{dataset}")),),
     "metrics": (str(paths.stage_metrics("prepare", "{dataset}.json")),),
 }

@@ -11,7 +11,7 @@ from pipeline.core.errors import ConfigError
 from pipeline.core.io import write_json
 from pipeline.models import build_model, save_model
 from pipeline.stages.shared import normalization, start
-from pipeline.stages.spec import TRAINING_CODE, Arg, Plot, StageSpec
+from pipeline.stages.spec import Arg, Plot, StageSpec
 from pipeline.stages.supervised import open_train_test, train_supervised
 
 ARGS = (
@@ -26,7 +26,6 @@ STAGES = (
         matrix={"variant": "pretrain.run.variants", "seed": "pretrain.run.seeds"},
         gpus="{pretrain.train.gpus}",
         params=("pretrain.data", "pretrain.model", "pretrain.train", "pretrain.variants.{variant}"),
-        code=TRAINING_CODE,
         deps=("{pretrain.data.root}",),
         private=(str(paths.checkpoints("pretrain", _RUN)),),
         outs=(str(paths.backbone_model(_RUN)),),

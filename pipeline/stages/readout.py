@@ -17,7 +17,7 @@ from pipeline.stages.shared import (
     pixel_transform,
     start,
 )
-from pipeline.stages.spec import MODEL_CODE, Arg, StageSpec
+from pipeline.stages.spec import Arg, StageSpec
 
 ARGS = (
     Arg("target", help="a name under finetune.targets"),
@@ -36,7 +36,6 @@ STAGES = (
         },
         gpus=1,
         params=("finetune.targets.{target}.data", "readout"),
-        code=(*MODEL_CODE, "pipeline/readout.py"),
         deps=(
             str(paths.backbone_model(paths.backbone_id("{backbone}", "{backbone_seed}"))),
             str(paths.prepared("{target}")),

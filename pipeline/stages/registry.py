@@ -12,6 +12,9 @@ from types import ModuleType
 
 from pipeline.stages.spec import StageSpec
 
+# Left out of every stage's code deps (pipeline.core.codedeps):
+NOT_A_STAGE_DEPENDENCY = "the list of stages: adding one changes no other stage's result"
+
 # command -> what it does (the CLI's help)
 COMMANDS = {
     "prepare": "write a configured dataset (all its splits) as webdataset shards",

@@ -39,7 +39,6 @@ STAGES = (
         name="report",
         command="report",
         params=("report",),
-        code=("pipeline/report",),
         # The whole folder: a config without SSL (say) produces no metrics/ssl.
         deps=(str(paths.METRICS),),
         outs=(str(OUT_MD), str(FIGURES), str(OUT_CSV)),

@@ -16,9 +16,13 @@ Example::
         StageSpec(
             name="pretrain", command="pretrain", matrix={"variant": "pretrain.run"},
             gpus="{pretrain.train.gpus}", params=("pretrain.variants.{variant}",),
-            code=("pipeline/training",), outs=("artifacts/backbones/{variant}/model.pt",),
+            outs=("artifacts/backbones/{variant}/model.pt",),
         ),
     )
+
+A stage declares no code: its code dependencies are derived from what its module imports
+(:mod:`pipeline.core.codedeps`), the same list in ``dvc.yaml``, the plan, the flow and the
+checkpoint fingerprint.
 """
 
 from __future__ import annotations
@@ -27,17 +31,14 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-# Code every stage runs: the CLI, the schema, errors, file helpers, paths, the declarations.
-CORE_CODE = ("pipeline/__main__.py", "pipeline/core", "pipeline/stages/spec.py")
-# Stages that load models: their glue (which never imports the training loop), devices, data.
-MODEL_CODE = ("pipeline/stages/shared.py", "pipeline/runtime", "pipeline/models", "pipeline/data")
-# Stages that train: the loop and the regularizers too.
-TRAINING_CODE = (
-    *MODEL_CODE,
-    "pipeline/stages/supervised.py",
-    "pipeline/training",
-    "pipeline/regularizers",
-)
+from pipeline.core.codedeps import code_deps
+from pipeline.core.config import lookup
+
+# What the CLI runs for every stage before ``run`` that can change its result: the schema of
+# params.yaml (its defaults and checks). The rest of the CLI (pipeline/__main__.py: argument
+# parsing and help, the run lock, the torchrun launcher, warm starts, the stage registry)
+# decides how and when a stage runs, not what it computes, so it is no stage's dependency.
+RUNNER_MODULES = ("pipeline.core.config",)
 
 _ITEM = re.compile(r"\{(\w+)\}")
 _PARAM = re.compile(r"\{([\w.-]+)\}")
@@ -70,7 +71,6 @@ class StageSpec:
     fixed: dict[str, Any] = field(default_factory=dict)  # args this DVC stage fixes
     gpus: int | str = 0  # 0: CPU only; 1: one GPU if any; or a template (training stages)
     params: tuple[str, ...] = ()
-    code: tuple[str, ...] = ()  # code beyond CORE_CODE and the stage's own module
     deps: tuple[str, ...] = ()  # data it reads (raw datasets, other stages' outputs)
     outs: tuple[str, ...] = ()
     metrics: tuple[str, ...] = ()
@@ -83,12 +83,17 @@ class StageSpec:
         return isinstance(self.gpus, str)
 
     @property
-    def module_file(self) -> str:
-        return f"pipeline/stages/{self.command}.py"
+    def module(self) -> str:
+        return f"pipeline.stages.{self.command}"
 
     @property
-    def all_code(self) -> tuple[str, ...]:
-        return (*CORE_CODE, self.module_file, *self.code)
+    def code_deps(self) -> list[str]:
+        """The project files (or whole folders) its module and the runner's config code import."""
+        return code_deps((self.module, *RUNNER_MODULES))
+
+    def contract(self, item: dict, dump: dict) -> Contract:
+        """What one instance reads and writes (see :func:`contract`)."""
+        return contract(self, item, dump)
 
 
 @dataclass
@@ -96,7 +101,7 @@ class Contract:
     """What one stage instance reads and writes, in the vocabulary of ``dvc.yaml``."""
 
     params: list[str] = field(default_factory=list)
-    deps: list[str] = field(default_factory=list)  # code folders/files and input data
+    deps: list[str] = field(default_factory=list)  # code files/folders, then input data
     outs: list[str] = field(default_factory=list)
     metrics: list[str] = field(default_factory=list)
     plots: list[str] = field(default_factory=list)
@@ -105,16 +110,6 @@ class Contract:
     def products(self) -> list[str]:
         """Everything it writes that another stage may read."""
         return [*self.outs, *self.metrics, *self.plots]
-
-
-def lookup(dump: dict, dotted: str) -> Any:
-    """The value at ``a.b.c`` of a config dump; KeyError naming the key when absent."""
-    node: Any = dump
-    for part in dotted.split("."):
-        if not isinstance(node, dict) or part not in node:
-            raise KeyError(dotted)
-        node = node[part]
-    return node
 
 
 def fill(template: str, item: dict, dump: dict | None = None) -> str:
@@ -144,7 +139,7 @@ def contract(spec: StageSpec, item: dict, dump: dict) -> Contract:
 
     return Contract(
         params=each(spec.params),
-        deps=[*spec.all_code, *each(spec.deps)],
+        deps=[*spec.code_deps, *each(spec.deps)],
         outs=each(spec.outs),
         metrics=each(spec.metrics),
         plots=each(p.path for p in spec.plots),

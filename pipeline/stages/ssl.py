@@ -25,7 +25,7 @@ from pipeline.stages.shared import (
     pixel_transform,
     start,
 )
-from pipeline.stages.spec import TRAINING_CODE, Arg, Plot, StageSpec
+from pipeline.stages.spec import Arg, Plot, StageSpec
 from pipeline.stages.supervised import spectra
 from pipeline.training.checkpoint import CheckpointStore
 from pipeline.training.fingerprint import run_fingerprint
@@ -53,7 +53,6 @@ STAGES = (
             "ssl.knn_k",
             "ssl.variants.{variant}",
         ),
-        code=(*TRAINING_CODE, "pipeline/readout.py"),
         deps=("{ssl.data.root}",),
         private=(str(paths.checkpoints("ssl", _RUN)),),
         outs=(str(paths.backbone_model(_RUN)),),

@@ -2,8 +2,9 @@
 
 A checkpoint is resumed only by a run with the same fingerprint. It covers the values of the
 parameters the stage declares (from the validated config, so an explicit default equals an
-omitted one) and the content hash of every declared dependency: code folders, raw data,
-prepared shards and upstream models. Hashes come from DVC's own hashing (``dvc_data``), so a
+omitted one) and the content hash of every dependency of its contract, the list ``dvc.yaml``
+declares: the code files its module imports (derived, :mod:`pipeline.core.codedeps`), raw
+data, prepared shards and upstream models. Hashes come from DVC's own hashing (``dvc_data``), so a
 file or folder hashes here exactly as it does in ``dvc.lock``; files that ``.dvcignore``
 excludes (byte-code) are excluded here too. Inside a DVC project the hashes are memoised in
 DVC's state database, so an unchanged ImageNet folder is listed, not re-read.
@@ -16,9 +17,16 @@ import json
 import tempfile
 from contextlib import ExitStack
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import Any, Protocol
 
-from pipeline.stages.spec import Contract, StageSpec, contract, lookup
+from pipeline.core.config import lookup
+
+
+class Declared(Protocol):
+    """A stage declaration (``pipeline.stages.spec.StageSpec``): what an instance reads."""
+
+    def contract(self, item: dict, dump: dict) -> Any: ...  # .params, .deps: lists of str
+
 
 # The code that runs is the imported package, wherever the stage runs from.
 CODE_ROOT = Path(__file__).resolve().parents[2]
@@ -67,22 +75,22 @@ class _Hasher:
         return obj.hash_info.value if obj is not None else meta.md5
 
 
-def dependency_hashes(contract: Contract, root: str | Path = ".") -> dict[str, str | None]:
+def dependency_hashes(deps: list[str], root: str | Path = ".") -> dict[str, str | None]:
     """DVC's md5 of every dependency (``None`` for one that does not exist)."""
     hasher = _Hasher()
     with hasher.stack:
-        return {dep: hasher(_locate(dep, Path(root))) for dep in contract.deps}
+        return {dep: hasher(_locate(dep, Path(root))) for dep in deps}
 
 
-def run_fingerprint(spec: StageSpec, item: dict, cfg, root: str | Path = ".") -> str:
+def run_fingerprint(spec: Declared, item: dict, cfg, root: str | Path = ".") -> str:
     """sha256 over the instance's declared parameter values and its dependencies' hashes."""
     dump = cfg.model_dump(mode="json")
-    declared = contract(spec, item, dump)
+    declared = spec.contract(item, dump)
     params: dict[str, Any] = {}
     for key in declared.params:
         try:
             params[key] = lookup(dump, key)
         except KeyError:
             params[key] = "<missing>"
-    blob = {"params": params, "deps": dependency_hashes(declared, root)}
+    blob = {"params": params, "deps": dependency_hashes(declared.deps, root)}
     return hashlib.sha256(json.dumps(blob, sort_keys=True, default=str).encode()).hexdigest()

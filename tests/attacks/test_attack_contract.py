@@ -179,3 +179,15 @@ def test_verify_pushes_a_flipped_boundary_point_back_out(linear_binary):
     assert torch.all(predict(res.adversarial) != y)
     assert torch.all(res.distances > before) and torch.all(res.distances < before + 0.01)
     assert torch.all(res.queries > queries)  # the check and the rungs are counted
+
+
+def test_the_schema_allows_exactly_the_registered_methods():
+    """``attack.methods`` in params.yaml is checked against a literal in core; it must name
+    every attack of ``METHODS`` and nothing else."""
+    import typing
+
+    from pipeline.attacks.methods import METHODS
+    from pipeline.core.config import AttackSpec
+
+    (literal,) = typing.get_args(AttackSpec.model_fields["methods"].annotation)
+    assert set(typing.get_args(literal)) == set(METHODS)

@@ -16,6 +16,9 @@ FT = ["--target", "digits_5to9", "--backbone", "none", "--backbone_seed", "0"]
 FT += ["--regularizer", "none", "--seed", "0"]
 OUT = Path("metrics/attack/finetune/digits_5to9/none/backbone_seed0/none/seed0")
 
+# End to end: prepare, pretrain and finetune once, then the stage itself (about 30 CPU-seconds).
+pytestmark = pytest.mark.slow
+
 
 def _set(**attack):
     params = yaml.safe_load(Path("params.yaml").read_text())

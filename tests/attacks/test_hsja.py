@@ -21,14 +21,35 @@ def test_linear_d100_default_budget_within_2_percent(linear_binary):
 
 
 def test_hsja_and_tangent_differ_only_in_the_step(linear_binary):
-    """Same seed, same starts; yet different steps give different iterates."""
+    """Same seed, same starts, same loop: exchanging the step alone turns one into the other."""
+    from pipeline.attacks.boundary import run_boundary_attack
+    from pipeline.attacks.hsja import HopSkipJump
+    from pipeline.attacks.tangent import TangentAttack, tangent_point
+
     model = linear_binary(40, seed=1)
     x = model.points(6, dist=0.25)
     y = model(x)
-    a = hop_skip_jump(model, x, y, iterations=5, init_tries=50)
-    b = tangent_attack(model, x, y, iterations=5, init_tries=50)
+    options = {"iterations": 5, "init_tries": 50}
+    a = hop_skip_jump(model, x, y, **options)
+    b = tangent_attack(model, x, y, **options)
     assert torch.equal(a.starts, b.starts)
     assert not torch.equal(a.adversarial, b.adversarial)
+
+    class HsjaStepOnTangent(TangentAttack):
+        def candidate(self, x, xb, normal, size):
+            return xb + size.unsqueeze(1) * normal  # the paper's step: x_t + ξ v
+
+    class TangentStepOnHsja(HopSkipJump):
+        def candidate(self, x, xb, normal, size):
+            return tangent_point(x, xb, normal, size)
+
+    swapped = {
+        "hsja": run_boundary_attack(HsjaStepOnTangent, model, x, y, **options),
+        "tangent": run_boundary_attack(TangentStepOnHsja, model, x, y, **options),
+    }
+    for original, other in ((a, swapped["hsja"]), (b, swapped["tangent"])):
+        for field in ("adversarial", "distances", "queries", "success", "iterations", "starts"):
+            assert torch.equal(getattr(original, field), getattr(other, field)), field
 
 
 def test_query_counts_match_an_independent_counter(digits_mlp, counting_predict):

@@ -216,3 +216,10 @@ def test_listed_but_absent_image_names_file(flowers_root: Path):
 def test_unknown_split_is_config_error(cifar_root: Path, source: str, split: str):
     with pytest.raises(ConfigError, match=f"split must be one of .*'{split}'"):
         open_source(source, cifar_root, split)
+
+
+def test_the_schema_names_every_registered_source():
+    """core/config.py cannot import pipeline.data, so it lists the names; they must agree."""
+    from pipeline.core.config import DATA_SOURCES
+
+    assert set(DATA_SOURCES) == {"shards", *available_sources()}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 import yaml
 
 from pipeline.experiments import digits_mlp, strength_sweep, summary, xor
@@ -37,6 +38,7 @@ def _tiny_config(tmp_path) -> ExperimentsConfig:
     return ExperimentsConfig.model_validate(params)
 
 
+@pytest.mark.slow  # runs two paper experiments end to end: about 10 CPU-seconds
 def test_xor_and_digits_stages_write_every_output(tmp_path):
     cfg = _tiny_config(tmp_path)
     xor.run(cfg)

@@ -246,3 +246,12 @@ def test_readout_only_variant_not_reproducing_and_absent():
     plain = {"runs": xor_runs({"none": 0.7, "ll_spectral": 0.7, "rep_spectral": 0.8})}
     assert "xor_readout_only" not in {c.key for c in S.xor_claims(plain)}
     assert "not run" in S.readout_only_section(None, plain, None)
+
+
+def test_the_shared_helpers_load_no_torch():
+    import subprocess
+    import sys
+
+    code = "import sys, pipeline.experiments.util; print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"

@@ -52,7 +52,44 @@ def test_effective_rank_and_sparsity_values():
     sparse = torch.zeros(3, 3)
     sparse[0, 0], sparse[2, 1] = 3.0, 4.0
     assert effective_sparsity(sparse) == pytest.approx(7.0 / 5.0)
-    assert effective_rank(torch.zeros(2, 2)) == 0.0
+
+
+def test_zero_weight_is_nan_in_both_places_and_one_definition():
+    """0/0 is undefined: the diagnostics and the analysis report NaN, from one function."""
+    import math
+
+    import numpy as np
+
+    from pipeline import analysis
+
+    assert analysis.effective_rank is effective_rank
+    assert analysis.effective_sparsity is effective_sparsity
+    for f in (effective_rank, effective_sparsity):
+        assert math.isnan(f(torch.zeros(3, 4)))
+        assert math.isnan(f(torch.zeros(2, 3, 3, 3)))
+    # Against numpy on a random matrix (an independent SVD).
+    w = np.random.default_rng(0).normal(size=(5, 7))
+    fro = np.linalg.norm(w)
+    assert effective_rank(torch.from_numpy(w)) == pytest.approx(
+        np.linalg.svd(w, compute_uv=False).sum() / fro, rel=1e-12
+    )
+    assert effective_sparsity(torch.from_numpy(w)) == pytest.approx(np.abs(w).sum() / fro)
+
+
+def test_diagnostics_of_a_zeroed_layer_are_nan(tiny_model):
+    import math
+
+    model = tiny_model()
+    reg = NuclearNorm(strength=0.05)
+    reg.attach(model, torch.randn(2, 3, 8, 8))
+    name, layer = reg._targets[0]
+    with torch.no_grad():
+        layer.weight.zero_()
+    diag = reg.diagnostics()
+    assert math.isnan(diag[f"effective_rank/{name}"])
+    assert math.isnan(diag[f"effective_sparsity/{name}"])
+    other, _ = reg._targets[1]
+    assert diag[f"effective_rank/{other}"] >= 1.0
 
 
 def test_conv_kernel_is_reshaped_to_filters_by_inputs():

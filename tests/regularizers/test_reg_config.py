@@ -86,3 +86,27 @@ def test_union_is_discriminated_by_name():
     assert type(adapter.validate_python({"name": "l1"})).__name__ == "L1Config"
     with pytest.raises(ValidationError):
         adapter.validate_python({"name": "l1", "k": 1})
+
+
+def test_every_settings_model_builds_its_regularizer():
+    """The settings (core, no torch) and the factory (regularizers) agree on every name."""
+    import typing
+
+    from pipeline.regularizers.config import BUILDS, build_regularizer
+
+    models = typing.get_args(typing.get_args(RegularizerConfig)[0])
+    assert set(models) == set(BUILDS)
+    for model in models:
+        assert type(build_regularizer(model())) is BUILDS[model]
+
+
+def test_reading_settings_imports_no_regularizer_code():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, pipeline.core.config;"
+        "print(sorted(m for m in sys.modules if m.startswith(('torch', 'pipeline.regularizers'))))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

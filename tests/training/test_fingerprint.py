@@ -79,12 +79,29 @@ def test_regularizer_code_change(workdir, tmp_path, monkeypatch):
     source = code / "pipeline/regularizers/rep_spectral.py"
     source.write_text(source.read_text() + "\n# a one-line edit\n")
     assert _fp(cfg) != before
+    # Code the stage does not run (the report, the CLI's help) leaves its checkpoints valid.
+    edited = _fp(cfg)
+    for other in ("pipeline/report/tables.py", "pipeline/core/cli.py"):
+        path = code / other
+        path.write_text(path.read_text() + "\n# not run by pretrain\n")
+    assert _fp(cfg) == edited
     # Byte-code is not read by the stage: DVC's ignore rules leave it out here too.
     cache = code / "pipeline/regularizers/__pycache__"
     cache.mkdir()
     after = _fp(cfg)
     (cache / "x.cpython-311.pyc").write_bytes(b"\0")
     assert _fp(cfg) == after
+
+
+def test_fingerprint_hashes_the_dvc_yaml_deps_and_imports_no_stage_code():
+    from pipeline.core.codedeps import module_files
+
+    spec = pretrain.STAGES[0]
+    cfg = load_config(REPO / "params.yaml")
+    declared = spec.contract({"variant": "none"}, cfg.model_dump(mode="json"))
+    assert declared.deps[: len(spec.code_deps)] == spec.code_deps
+    assert "pipeline/regularizers" in spec.code_deps
+    assert not [f for f in module_files(["pipeline.training.fingerprint"]) if "/stages/" in f]
 
 
 @pytest.mark.slow
