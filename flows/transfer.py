@@ -33,7 +33,14 @@ from prefect.runtime import flow_run
 from prefect.states import Cancelled, Completed
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from flows.launch import DevicePool, StageFailed, child_env, run_streaming, stage_argv
+from flows.launch import (
+    DevicePool,
+    StageFailed,
+    child_env,
+    run_streaming,
+    stage_argv,
+    temporary_prefect_server,
+)
 from flows.record import DvcRecord
 from pipeline.core.cli import add_params_options, make_parser, quiet_broken_pipe, report
 from pipeline.core.config import load_config
@@ -335,17 +342,20 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"{ident:<60} {launcher:<11} {verdict}")
             sys.stdout.flush()  # a closed pipe shows here, inside the handler below
             return 0
-        transfer(
-            params=ns.params,
-            overrides=ns.overrides,
-            only=ns.only,
-            max_parallel=ns.max_parallel,
-            gpus=ns.gpus,
-            retries=ns.retries,
-            save_experiment=not ns.no_experiment,
-            pool=ns.pool,
-            lost_after_s=ns.lost_after,
-        )
+        from prefect.logging import get_logger
+
+        with temporary_prefect_server(get_logger("flows.transfer")):  # dies with this process
+            transfer(
+                params=ns.params,
+                overrides=ns.overrides,
+                only=ns.only,
+                max_parallel=ns.max_parallel,
+                gpus=ns.gpus,
+                retries=ns.retries,
+                save_experiment=not ns.no_experiment,
+                pool=ns.pool,
+                lost_after_s=ns.lost_after,
+            )
     except PipelineError as exc:
         return report(exc)
     except BrokenPipeError:
