@@ -87,8 +87,9 @@ def main(argv: list[str] | None = None) -> int:
             p.add_argument("--source", default=None, help="checkout path or git URL")
     ns = parser.parse_args(argv)
     from pipeline.core.config import load_config
+    from pipeline.plan import plan
 
-    load_config(ns.params, ns.overrides)  # a bad file fails before anything is registered
+    plan(load_config(ns.params, ns.overrides))  # a bad file fails before anything is registered
     if ns.command == "serve":
         from prefect import serve
 

@@ -16,6 +16,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import pipeline
@@ -93,10 +94,120 @@ def run_streaming(
         raise StageFailed(ident, code, list(last))
 
 
-def _die_with_parent() -> None:
-    """In the child: be killed when the flow dies, even by SIGKILL (Linux), never orphaned."""
+def _die_with_parent(sig: int = signal.SIGKILL) -> None:
+    """In the child: get ``sig`` when the flow dies, even by SIGKILL (Linux), never orphaned.
+
+    The kernel sends it when the thread that started the child ends, so a child meant to
+    outlive a worker thread must be started from the main thread.
+    """
     with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, sig)  # PR_SET_PDEATHSIG
+
+
+def _die_with(parent: int, sig: int):
+    """A ``preexec_fn``: :func:`_die_with_parent`, and die at once if ``parent`` is already
+    gone (it died between the fork and the prctl, so the signal would never come)."""
+
+    def preexec() -> None:
+        _die_with_parent(sig)
+        if os.getppid() != parent:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    return preexec
+
+
+@contextlib.contextmanager
+def temporary_prefect_server(log=None):
+    """Prefect's temporary API server as a child that dies with this process; yields its URL
+    (None when ``PREFECT_API_URL`` names a server, or Prefect is told to start none).
+
+    Without an API URL Prefect starts this server itself (``SubprocessASGIServer``) as a plain
+    subprocess stopped by ``atexit``, which SIGKILL and an unhandled SIGTERM skip: the server
+    would outlive the flow. Started here instead (the same uvicorn command and environment),
+    it gets SIGTERM from the kernel when the flow dies however it dies (``PR_SET_PDEATHSIG``:
+    the simplest mechanism that needs no cooperation from the dying process), and it runs in
+    its own session, so a Ctrl-C stops the flow first and the server after it.
+    """
+    import httpx
+    import prefect
+    from prefect.settings import (
+        PREFECT_API_URL,
+        PREFECT_SERVER_EPHEMERAL_ENABLED,
+        PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS,
+        get_current_settings,
+        temporary_settings,
+    )
+
+    if PREFECT_API_URL.value() or not PREFECT_SERVER_EPHEMERAL_ENABLED.value():
+        yield None
+        return
+    env = {
+        **os.environ,
+        # As Prefect starts its temporary server: no UI, no background services.
+        "PREFECT_UI_ENABLED": "0",
+        "PREFECT__SERVER_EPHEMERAL": "1",
+        "PREFECT__SERVER_FINAL": "1",
+        **get_current_settings().to_environment_variables(exclude_unset=True),
+    }
+    timeout = float(PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS.value())
+    proc = url = None
+    try:
+        for _ in range(3):  # a port taken between choosing and binding it: another one
+            port = _free_port()
+            url = f"http://127.0.0.1:{port}/api"
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "uvicorn", "--app-dir",
+                 str(Path(prefect.__file__).parent.parent), "--factory",
+                 "prefect.server.api.server:create_app", "--host", "127.0.0.1", "--port",
+                 str(port), "--log-level", "error", "--lifespan", "on"],
+                env=env,
+                start_new_session=True,
+                preexec_fn=_die_with(os.getpid(), signal.SIGTERM),
+            )  # fmt: skip
+            if _wait_healthy(proc, url, timeout, httpx):
+                break
+            _stop(proc)
+        else:
+            raise RuntimeError("the temporary Prefect server did not start")
+        if log is not None:
+            log.info("temporary Prefect server on %s (pid %d), stopped with this flow",
+                     url, proc.pid)  # fmt: skip
+        with temporary_settings(updates={PREFECT_API_URL: url}):
+            yield url
+    finally:
+        if proc is not None:
+            _stop(proc)
+
+
+def _free_port() -> int:
+    import socket
+
+    with contextlib.closing(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _wait_healthy(proc: subprocess.Popen, url: str, timeout: float, httpx) -> bool:
+    """Whether the server answers its health check (False: it exited). ``timeout`` counts the
+    pauses between checks only, as Prefect counts it for its own temporary server."""
+    with httpx.Client() as client:
+        for _ in range(max(1, round(timeout / 0.1))):
+            if proc.poll() is not None:
+                return False
+            with contextlib.suppress(httpx.HTTPError):
+                if client.get(f"{url}/health", timeout=2).status_code == 200:
+                    return True
+            time.sleep(0.1)
+    raise RuntimeError(f"the temporary Prefect server at {url} did not answer in {timeout:.0f} s")
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    proc.terminate()
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
 
 
 def _kill(proc: subprocess.Popen) -> None:

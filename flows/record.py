@@ -42,17 +42,29 @@ class MissingObject(RuntimeError):
 
 
 class DvcRecord:
-    """Serialised access to one workspace's DVC project."""
+    """Serialised access to one workspace's DVC project.
 
-    def __init__(self, root: str | Path = "."):
+    ``overlay``: files (paths relative to the root) DVC reads with this text instead of the
+    disk's, never writing them: a dry run asks DVC about another parameter file this way,
+    leaving the workspace's ``params.yaml`` untouched (:func:`overlay_fs`).
+    """
+
+    def __init__(self, root: str | Path = ".", overlay: dict[str, bytes] | None = None):
         self.root = Path(root).resolve()
         self._lock = _LOCKS.setdefault(self.root, threading.Lock())
+        self._overlay = {str(self.root / k): v for k, v in (overlay or {}).items()}
+        self.overlay_reads: set[str] = set()  # overlaid files DVC has read (relative paths)
+
+    def _repo(self):
+        from dvc.repo import Repo
+
+        if not self._overlay:
+            return Repo(str(self.root))
+        return Repo(str(self.root), fs=overlay_fs(self._overlay, self.root, self.overlay_reads))
 
     @contextmanager
     def _stage(self, ident: str) -> Iterator:
-        from dvc.repo import Repo
-
-        with self._lock, Repo(str(self.root)) as repo, repo.lock:
+        with self._lock, self._repo() as repo, repo.lock:
             stages = repo.stage.collect(ident)
             if len(stages) != 1:
                 raise KeyError(f"{ident}: not a stage of {self.root / 'dvc.yaml'}")
@@ -70,9 +82,7 @@ class DvcRecord:
 
     def status(self, idents: list[str]) -> dict[str, bool]:
         """``changed`` for many instances, with one view of the repository."""
-        from dvc.repo import Repo
-
-        with self._lock, Repo(str(self.root)) as repo, repo.lock:
+        with self._lock, self._repo() as repo, repo.lock:
             by_name = {s.addressing: s for s in repo.index.stages}
             return {i: bool(by_name[i].changed()) if i in by_name else True for i in idents}
 
@@ -192,3 +202,35 @@ class DvcRecord:
 
         with self._lock, Repo(str(self.root)) as repo:  # push takes DVC's lock itself
             repo.push(targets=[f"{self.root / 'dvc.yaml'}:{ident}"])
+
+
+def overlay_fs(files: dict[str, bytes], root: Path, reads: set[str]):
+    """DVC's local filesystem, except that ``files`` (absolute paths) read as the given bytes.
+
+    DVC reads parameter files, ``dvc.yaml`` and ``dvc.lock`` through its repository's
+    filesystem (``fs.open``); everything else (hashing deps and outs, its state database) is
+    the workspace's own, so the answer costs what ``dvc status`` costs. Writing an overlaid
+    file is refused. ``reads`` collects the overlaid files DVC opened (relative to ``root``),
+    so a caller can tell that DVC really read them.
+    """
+    import io
+
+    from dvc.fs import LocalFileSystem
+
+    names = {os.path.basename(p) for p in files}
+    real = {os.path.realpath(p): data for p, data in files.items()}
+
+    class OverlayFileSystem(LocalFileSystem):
+        def open(self, path, mode="r", **kwargs):
+            key = os.path.realpath(path) if os.path.basename(path) in names else None
+            if key not in real:
+                return super().open(path, mode, **kwargs)
+            if set(mode) & set("wax+"):
+                raise PermissionError(f"{path}: read-only here (an overlaid file)")
+            reads.add(os.path.relpath(key, os.path.realpath(root)))
+            data = real[key]
+            if "b" in mode:
+                return io.BytesIO(data)
+            return io.StringIO(data.decode(kwargs.get("encoding") or "utf-8"))
+
+    return OverlayFileSystem()

@@ -22,6 +22,7 @@ import os
 import queue
 import subprocess
 import sys
+import time
 from fnmatch import fnmatch
 from pathlib import Path
 
@@ -32,12 +33,19 @@ from prefect.runtime import flow_run
 from prefect.states import Cancelled, Completed
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from flows.launch import DevicePool, StageFailed, child_env, run_streaming, stage_argv
+from flows.launch import (
+    DevicePool,
+    StageFailed,
+    child_env,
+    run_streaming,
+    stage_argv,
+    temporary_prefect_server,
+)
 from flows.record import DvcRecord
-from pipeline.core.cli import add_params_options, make_parser, report
+from pipeline.core.cli import add_params_options, make_parser, quiet_broken_pipe, report
 from pipeline.core.config import load_config
-from pipeline.core.errors import ConfigError, PipelineError
-from pipeline.core.workspace import WORKSPACE_PARAMS, apply_params, params_applied
+from pipeline.core.errors import ArtifactError, ConfigError, PipelineError
+from pipeline.core.workspace import WORKSPACE_PARAMS, apply_params, composed_params
 from pipeline.plan import StageInstance, plan, problems
 
 REPORT = Path("reports/transfer.md")
@@ -177,10 +185,10 @@ def transfer(
     log = get_run_logger()
     overrides = list(overrides or [])
     cfg = load_config(params, overrides)  # a bad parameter fails here, before any work
+    chosen = select(plan(cfg), only)  # the plan's rules too, before params.yaml is written
     if apply_params(params, overrides):
         log.info("params.yaml now holds %s %s (DVC's model: the workspace is the experiment)",
                  params, " ".join(overrides))  # fmt: skip
-    chosen = select(plan(cfg), only)
     gpus = (0 if pool else _visible_gpus()) if gpus is None else gpus
     check_plan(chosen, "cpu" if pool else cfg.run.device, gpus)  # a pool's GPUs are its own
     job = None
@@ -254,12 +262,27 @@ def transfer(
 
 
 def dry_run(params: str, overrides: list[str], only: list[str] | None = None) -> list[tuple]:
-    """``(id, verdict, launcher)`` per instance, from DVC's own status; runs nothing."""
+    """``(id, verdict, launcher)`` per instance, from DVC's own status; runs and writes nothing.
+
+    DVC is asked about the parameters the run would write into ``params.yaml`` by reading
+    them in place of the file (:func:`flows.record.overlay_fs`): the workspace's
+    ``params.yaml`` is never replaced, so no signal at any moment can leave it changed.
+    """
     cfg = load_config(params, overrides)
     chosen = select(plan(cfg), only)
     check_plan(chosen, cfg.run.device, _visible_gpus())
-    with params_applied(params, overrides):
-        changed = DvcRecord().status([i.id for i in chosen])
+    text = composed_params(params, overrides)
+    overlay = {WORKSPACE_PARAMS: text.encode()} if text is not None else None
+    record = DvcRecord(overlay=overlay)
+    _test_pause("dry-run")
+    changed = _dvc_answer(lambda: record.status([i.id for i in chosen]))
+    if overlay and WORKSPACE_PARAMS not in record.overlay_reads:
+        # Not silently wrong: the answer would be about the workspace's own params.yaml.
+        raise PipelineError(
+            f"DVC did not read {WORKSPACE_PARAMS} through its filesystem, so the dry run cannot "
+            f"answer for {params}; run `python -m pipeline use-params {params}` and then "
+            "`dvc status`"
+        )
     stale: set[str] = set()
     rows = []
     for inst in chosen:
@@ -276,6 +299,29 @@ def dry_run(params: str, overrides: list[str], only: list[str] | None = None) ->
     return rows
 
 
+def _dvc_answer(ask):
+    """DVC's answer, or a one-line error naming the file DVC could not read (``dvc.lock``)."""
+    from dvc.exceptions import DvcException
+
+    try:
+        return ask()
+    except DvcException as exc:
+        causes, cause = [], exc
+        while cause is not None and len(causes) < 4:
+            causes.append(" ".join(str(cause).split()))
+            cause = cause.__cause__ or cause.__context__
+        root = str(Path.cwd()) + os.sep
+        detail = ": ".join(dict.fromkeys(c for c in causes if c)).replace(root, "")
+        raise ArtifactError(f"DVC cannot read this project: {detail}") from None
+
+
+def _test_pause(point: str) -> None:
+    """Tests stop the process here (``PIPELINE_TEST_PAUSE=<point>``) to signal it mid-way."""
+    if os.environ.get("PIPELINE_TEST_PAUSE") == point:
+        print(f"paused at {point}", file=sys.stderr, flush=True)
+        time.sleep(float(os.environ.get("PIPELINE_TEST_PAUSE_S", "60")))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = make_parser("python -m flows.transfer", __doc__.split("\n")[0], params=False)
     add_params_options(parser)
@@ -290,24 +336,30 @@ def main(argv: list[str] | None = None) -> int:
                         help="seconds without a worker's heartbeat before its stage moves")  # fmt: skip
     try:
         ns = parser.parse_args(argv)
-        load_config(ns.params, ns.overrides)  # fail in a second, before Prefect starts
+        plan(load_config(ns.params, ns.overrides))  # fail in a second, before Prefect starts
         if ns.dry_run:
             for ident, verdict, launcher in dry_run(ns.params, ns.overrides, ns.only):
                 print(f"{ident:<60} {launcher:<11} {verdict}")
+            sys.stdout.flush()  # a closed pipe shows here, inside the handler below
             return 0
-        transfer(
-            params=ns.params,
-            overrides=ns.overrides,
-            only=ns.only,
-            max_parallel=ns.max_parallel,
-            gpus=ns.gpus,
-            retries=ns.retries,
-            save_experiment=not ns.no_experiment,
-            pool=ns.pool,
-            lost_after_s=ns.lost_after,
-        )
+        from prefect.logging import get_logger
+
+        with temporary_prefect_server(get_logger("flows.transfer")):  # dies with this process
+            transfer(
+                params=ns.params,
+                overrides=ns.overrides,
+                only=ns.only,
+                max_parallel=ns.max_parallel,
+                gpus=ns.gpus,
+                retries=ns.retries,
+                save_experiment=not ns.no_experiment,
+                pool=ns.pool,
+                lost_after_s=ns.lost_after,
+            )
     except PipelineError as exc:
         return report(exc)
+    except BrokenPipeError:
+        return quiet_broken_pipe()
     except RuntimeError as exc:  # failed stages; Prefect has logged the details
         print(f"error: {exc}", file=sys.stderr)
         return 1

@@ -22,7 +22,7 @@ import time
 from contextlib import nullcontext
 
 from pipeline.core import launch, paths
-from pipeline.core.cli import make_parser, report
+from pipeline.core.cli import make_parser, quiet_broken_pipe, report
 from pipeline.core.errors import ConfigError, PipelineError
 from pipeline.core.warm import run_warm
 
@@ -90,8 +90,48 @@ def _written_folders(spec, item: dict, dump: dict) -> list[str]:
     return sorted({str(Path(p).parent) for p in products} | set(private))
 
 
+def _check_item(module, item: dict) -> None:
+    """Names given on the command line become path components, seeds reach the generators:
+    both are checked before anything is created (a name's membership is the stage's check)."""
+    from pipeline.core.config import check_name, check_seed
+
+    for arg in module.ARGS:
+        value = item[arg.name]
+        if value is None:
+            continue
+        if arg.type is str:
+            try:
+                check_name(value)
+            except ValueError as exc:
+                raise ConfigError(f"--{arg.name}: {exc}") from None
+        elif arg.type is int and arg.name.endswith("seed"):
+            check_seed(f"--{arg.name}", value)
+
+
+def _check_writes_inside(spec, item: dict, dump: dict, ident: str) -> None:
+    """Every folder the instance creates (its lock, outputs, checkpoints) lies in the workspace,
+    checkpoints possibly in ``$PIPELINE_CHECKPOINT_DIR``: checked before the lock is taken."""
+    import os
+
+    paths.check_inside(paths.run_dir(ident), "run folder")
+    if spec is None:
+        return
+    from pipeline.stages.spec import contract, fill
+
+    try:
+        products = contract(spec, item, dump).products
+        private = [fill(t, item, dump) for t in spec.private]
+    except KeyError:  # a name the item gives does not exist: the stage's own check says which
+        return
+    for product in products:
+        paths.check_inside(product, "output")
+    shared = os.environ.get(paths.CHECKPOINT_DIR_ENV)
+    for folder in private:
+        paths.check_inside(folder, "checkpoint folder", (shared,) if shared else ())
+
+
 def run_stage(command: str, argv: list[str]) -> int:
-    from pipeline.core.config import load_config
+    from pipeline.core.config import check_reads, load_config
     from pipeline.stages.spec import contract, gpus, instance_id
 
     module = _stage_module(command)
@@ -102,8 +142,17 @@ def run_stage(command: str, argv: list[str]) -> int:
     ns = parser.parse_args(argv)
     cfg = load_config(ns.params, ns.overrides)
     item = {a.name: getattr(ns, a.name) for a in module.ARGS}
+    _check_item(module, item)
     spec = _spec_for(module, item)
     dump = cfg.model_dump(mode="json")
+    if spec is not None:
+        try:
+            reads = contract(spec, item, dump).params
+        except KeyError:  # a name the item gives does not exist: the stage's own check says
+            reads = []
+        check_reads(cfg, reads)  # cross-key rules, for the values this instance reads
+    ident = instance_id(spec, item) if spec else command
+    _check_writes_inside(spec, item, dump, ident)
     if ns.dry_run:
         try:
             shown = contract(spec, item, dump).__dict__ if spec else {}
@@ -111,7 +160,6 @@ def run_stage(command: str, argv: list[str]) -> int:
             raise ConfigError(f"{exc.args[0]}: no such parameter for this item") from None
         print(json.dumps({"stage": command, **item, **shown}, indent=2))
         return 0
-    ident = instance_id(spec, item) if spec else command
     try:
         nproc = gpus(spec, item, dump) if spec else 0
     except KeyError:  # a name the item gives does not exist: the stage's own check says which
@@ -148,11 +196,17 @@ def main(argv: list[str] | None = None) -> int:
         command, rest = argv[0], argv[1:]
         if command in TOOLS:
             module, func = TOOLS[command].split(":")
-            return getattr(importlib.import_module(module), func)(rest)
-        return run_stage(command, rest)
+            code = getattr(importlib.import_module(module), func)(rest)
+            sys.stdout.flush()  # a closed pipe shows here, inside the handler below
+            return code
+        code = run_stage(command, rest)
+        sys.stdout.flush()  # a closed pipe shows here, inside the handler below
+        return code
     except PipelineError as exc:
         launch.record_child_error(exc)
         return report(exc)
+    except BrokenPipeError:
+        return quiet_broken_pipe()
 
 
 def _entry() -> int:

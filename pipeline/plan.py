@@ -50,7 +50,13 @@ def _ancestors(path: str) -> list[str]:
 
 
 def plan(cfg) -> list[StageInstance]:
-    """The DAG of ``cfg``: instances in a valid execution order, each naming its upstream ids."""
+    """The DAG of ``cfg``: instances in a valid execution order, each naming its upstream ids.
+
+    The cross-key rules (:func:`~pipeline.core.config.check_reads`) are checked for what every
+    instance reads, so the plan, the flow and its dry run refuse what one of its stages would.
+    """
+    from pipeline.core.config import check_reads
+
     dump = cfg.model_dump(mode="json")
     instances = [
         StageInstance(
@@ -64,6 +70,7 @@ def plan(cfg) -> list[StageInstance]:
         for spec in stage_specs()
         for item in items(spec, dump)
     ]
+    check_reads(cfg, sorted({key for inst in instances for key in inst.contract.params}))
     # A dependency path matches a product if one contains the other (a file in an output
     # folder, or a folder of metrics files), which is how DVC connects stages too.
     exact: dict[str, set[str]] = {}

@@ -27,6 +27,7 @@ from pipeline.core.config import load_config
 from pipeline.core.errors import ArtifactError, ConfigError, DatasetError, RunLockedError
 from pipeline.core.io import atomic_write_text, from_plain, load_torch_file, to_plain
 from pipeline.core.runlock import hold_run_lock, stale_temp_files
+from pipeline.plan import plan
 from pipeline.training.checkpoint import CheckpointStore
 from tests.conftest import REPO, tiny_params
 
@@ -464,7 +465,7 @@ def test_cross_key_and_type_checks(overrides, fragments):
     path.write_text(yaml.safe_dump(params))
     try:
         with pytest.raises(ConfigError) as info:
-            load_config(path, overrides)
+            plan(load_config(path, overrides))  # cross-key rules: for what the DAG runs
     finally:
         path.unlink()
     message = str(info.value)

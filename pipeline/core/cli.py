@@ -8,6 +8,7 @@ the same shape as every :class:`~pipeline.core.errors.PipelineError`.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from typing import NoReturn
 
@@ -61,3 +62,15 @@ def make_parser(prog: str, description: str, params: bool = True) -> Parser:
     if params:
         add_params_options(parser)
     return parser
+
+
+def quiet_broken_pipe() -> int:
+    """The reader of stdout went away (``... | head``): exit quietly, as a shell tool does.
+
+    stdout is pointed at /dev/null so the interpreter's final flush does not raise again;
+    the status is the shell's for a process ended by SIGPIPE (128 + 13).
+    """
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+    return 141

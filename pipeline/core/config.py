@@ -20,6 +20,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    PrivateAttr,
     ValidationError,
     ValidationInfo,
     field_validator,
@@ -50,6 +51,22 @@ def _known(what: str, value: str, allowed: tuple[str, ...]) -> str:
 
 DataSource = Annotated[str, AfterValidator(lambda v: _known("dataset source", v, DATA_SOURCES))]
 Architecture = Annotated[str, AfterValidator(lambda v: _known("model arch", v, ARCHITECTURES))]
+
+# Names become path components (artifacts/backbones/<variant>/..., artifacts/prepared/<name>/):
+# one pattern for all of them, so no name is absolute, climbs out with "..", or holds a separator.
+NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+NAME_RULE = "letters, digits, '_', '.', '-', starting with a letter or digit, no '..'"
+SEED_MAX = 2**31 - 1  # seeds reach numpy/torch generators and file names: one range for all
+
+
+def check_name(value: str) -> str:
+    """``value`` if it is a safe path component (:data:`NAME_PATTERN`), else ValueError."""
+    if not isinstance(value, str) or not NAME_PATTERN.match(value) or ".." in value:
+        raise ValueError(f"{value!r} is not a valid name ({NAME_RULE})")
+    return value
+
+
+Name = Annotated[str, AfterValidator(check_name)]
 
 
 class Strict(BaseModel):
@@ -165,7 +182,7 @@ class PrepareOutput(Strict):
     source: DataSource = "digits"
     root: str | None = None
     options: dict[str, Any] = Field(default_factory=dict)
-    splits: list[str] = Field(default_factory=lambda: ["train", "test"], min_length=1)
+    splits: list[Name] = Field(default_factory=lambda: ["train", "test"], min_length=1)
     # Write samples in an order drawn from this seed (sources list them class by class): needed
     # for sets trained on with data.stream, whose shuffle buffer mixes only nearby samples.
     shuffle_seed: int | None = None
@@ -178,7 +195,7 @@ class PrepareSpec(Strict):
     ``data/<name>``, which their DVC stage depends on, so new raw data re-runs them.
     """
 
-    outputs: dict[str, PrepareOutput] = Field(default_factory=dict)
+    outputs: dict[Name, PrepareOutput] = Field(default_factory=dict)
     embedded: list[str] = Field(default_factory=list)
     raw: list[str] = Field(default_factory=list)
     maxcount: int = Field(1000, ge=1)  # samples per shard
@@ -233,7 +250,7 @@ class BackboneRun(Strict):
 def _distinct_seed_list(v: list[int]) -> list[int]:
     if len(set(v)) != len(v):
         raise ValueError(f"seeds must be distinct, got {v}")
-    if any(s < 0 or s >= 2**31 for s in v):
+    if any(s < 0 or s > SEED_MAX for s in v):
         raise ValueError(f"seeds must lie in 0..2**31-1, got {v}")
     return v
 
@@ -242,7 +259,7 @@ class PretrainSpec(Strict):
     data: DataSpec
     model: ModelSpec = Field(default_factory=ModelSpec)
     train: TrainSpec
-    variants: dict[str, list[RegularizerConfig]]
+    variants: dict[Name, list[RegularizerConfig]]
     run: BackboneRun = Field(default_factory=BackboneRun)
 
 
@@ -281,7 +298,7 @@ class SSLSpec(Strict):
     barlow_twins: BarlowTwinsSpec = Field(default_factory=BarlowTwinsSpec)
     augment: SSLAugment = Field(default_factory=SSLAugment)
     knn_k: int = Field(20, ge=1)
-    variants: dict[str, SSLVariant] = Field(default_factory=dict)
+    variants: dict[Name, SSLVariant] = Field(default_factory=dict)
     run: BackboneRun = Field(default_factory=BackboneRun)
 
 
@@ -306,8 +323,8 @@ class FinetuneRun(Strict):
 
 
 class FinetuneSpec(Strict):
-    targets: dict[str, TargetSpec]
-    regularizers: dict[str, list[RegularizerConfig]] = Field(default_factory=lambda: {"none": []})
+    targets: dict[Name, TargetSpec]
+    regularizers: dict[Name, list[RegularizerConfig]] = Field(default_factory=lambda: {"none": []})
     run: FinetuneRun = Field(default_factory=FinetuneRun)
 
 
@@ -396,6 +413,9 @@ class ReportSpec(Strict):
 
 class Config(Strict):
     run: RunSpec = Field(default_factory=RunSpec)
+    # Where it came from, to label errors of the checks run later per instance (check_reads).
+    _source: str = PrivateAttr("params")
+    _overrides: list[str] = PrivateAttr(default_factory=list)
     prepare: PrepareSpec = Field(default_factory=PrepareSpec)
     pretrain: PretrainSpec
     ssl: SSLSpec | None = None
@@ -438,7 +458,6 @@ class Config(Strict):
                 f"ssl.run.variants; allowed: {', '.join(produced) or '(none)'}"
             )
         self._backbone_seeds_trained()
-        self._burn_in_before_end()
         return self
 
     def produced_backbones(self) -> list[str]:
@@ -457,33 +476,6 @@ class Config(Strict):
                     f"finetune.run.backbone_seeds: seed {untrained[0]} of backbone {backbone!r} is "
                     f"not in {kind}.run.seeds {trained}"
                 )
-
-    def _burn_in_before_end(self) -> None:
-        """A regularizer whose burn-in is not below the run's epochs would never switch on."""
-        checks = [
-            (f"pretrain.variants.{v}", self.pretrain.variants[v], "pretrain.train.epochs",
-             self.pretrain.train.epochs)
-            for v in self.pretrain.run.variants
-        ]  # fmt: skip
-        if self.ssl:
-            checks += [
-                (f"ssl.variants.{v}.regularizers", self.ssl.variants[v].regularizers,
-                 "ssl.train.epochs", self.ssl.train.epochs)
-                for v in self.ssl.run.variants
-            ]  # fmt: skip
-        checks += [
-            (f"finetune.regularizers.{r}", self.finetune.regularizers[r],
-             f"finetune.targets.{t}.train.epochs", self.finetune.targets[t].train.epochs)
-            for r in self.finetune.run.regularizers
-            for t in self.finetune.run.targets
-        ]  # fmt: skip
-        for key, regularizers, epochs_key, epochs in checks:
-            for i, reg in enumerate(regularizers):
-                if reg.burn_in >= epochs:
-                    raise ValueError(
-                        f"{key}.{i}.burn_in: {reg.burn_in} is not below {epochs_key} ({epochs}), "
-                        f"so {reg.name} would never switch on; allowed: 0..{epochs - 1}"
-                    )
 
     def backbone_names(self) -> list[str]:
         """Every backbone a finetune run may start from: supervised and SSL variants."""
@@ -543,8 +535,9 @@ def read_params(path: str | Path, _seen: tuple[Path, ...] = ()) -> dict:
     try:
         data = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as exc:
-        first = str(exc).splitlines()[0]
-        raise ConfigError(f"{path}: not valid YAML ({first})") from None
+        raise ConfigError(_yaml_error(path, exc)) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot be read as text ({exc})") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: top level must be a mapping of sections")
     base = data.pop(EXTENDS, None)
@@ -566,6 +559,15 @@ def lookup(dump: dict, dotted: str) -> Any:
             raise KeyError(dotted)
         node = node[part]
     return node
+
+
+def _yaml_error(path: Path, exc: yaml.YAMLError) -> str:
+    """``file:line:column: not valid YAML (problem)``, the position an editor jumps to."""
+    mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
+    problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+    where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark is not None else str(path)
+    context = getattr(exc, "context", None)
+    return f"{where}: not valid YAML ({problem}" + (f", {context})" if context else ")")
 
 
 def merge(base: dict, overlay: dict) -> dict:
@@ -608,7 +610,11 @@ def apply_overrides(data: dict, overrides: list[str]) -> dict:
 def _format_error(exc: ValidationError, source: str, overrides: list[str] = ()) -> str:
     """One line: what is wrong, labelled by the ``--set`` that caused it, else by the file."""
     err = exc.errors()[0]
-    loc = _dotted(err["loc"])
+    raw_loc = err["loc"]
+    is_key = bool(raw_loc) and raw_loc[-1] == "[key]"
+    if is_key:  # a mapping's key (a name), which the message quotes: report its mapping
+        raw_loc = raw_loc[:-2]
+    loc = _dotted(raw_loc)
     kind = err["type"]
     if kind == "extra_forbidden":
         parent = _resolve(Config, list(err["loc"][:-1]))
@@ -620,17 +626,19 @@ def _format_error(exc: ValidationError, source: str, overrides: list[str] = ()) 
         msg = f"{loc}.name: {err['msg']}"
     else:
         got = err.get("input")
-        shown = "" if isinstance(got, dict | list) else f" (got {got!r})"
+        shown = "" if is_key or isinstance(got, dict | list) else f" (got {got!r})"
         text = err["msg"].removeprefix("Value error, ")
         msg = f"{loc}: {text}{shown}" if loc else text
     more = len(exc.errors()) - 1
-    label = _override_behind(loc, msg, overrides) or source
+    label = _override_behind(loc, msg, overrides, created=kind == "extra_forbidden") or source
     return f"{label}: {msg}" + (f" [+{more} more problem(s)]" if more else "")
 
 
-def _override_behind(loc: str, msg: str, overrides: list[str]) -> str | None:
+def _override_behind(loc: str, msg: str, overrides: list[str], created: bool = False) -> str | None:
     """The last ``--set`` that wrote the failing key (or a section above it), or whose key the
     message names (a cross-key check such as burn-in versus epochs); None if the file is to blame.
+
+    ``created``: the failing key is an unknown one, so a ``--set`` of a key below it made it.
     """
     # A model-level check reports no location; its message starts with the key instead.
     key = loc or msg.split(":", 1)[0].strip("' ").removeprefix("unknown key ")
@@ -639,6 +647,8 @@ def _override_behind(loc: str, msg: str, overrides: list[str]) -> str | None:
         if not dotted:
             continue
         if key == dotted or key.startswith(dotted + "."):
+            return f"--set {item}"
+        if created and dotted.startswith(key + "."):
             return f"--set {item}"
         if re.search(rf"(?<![\w.]){re.escape(dotted)}(?![\w])", msg):
             return f"--set {item}"
@@ -715,11 +725,109 @@ def _regularizer_tags() -> set[str]:
 
 
 def validate(data: dict, source: str = "params", overrides: list[str] = ()) -> Config:
-    """Check ``data``; an error is labelled by the ``--set`` in ``overrides`` behind it, if any."""
+    """Check ``data``; an error is labelled by the ``--set`` in ``overrides`` behind it, if any.
+
+    Rules that tie keys of different sections together (burn-in against epochs, budgets against
+    the query limit) are not checked here but for what a command runs: :func:`check_reads`.
+    """
     try:
-        return Config.model_validate(data)
+        cfg = Config.model_validate(data)
     except ValidationError as exc:
         raise ConfigError(_format_error(exc, source, list(overrides))) from None
+    cfg._source, cfg._overrides = source, list(overrides)
+    return cfg
+
+
+# --- rules checked for what a command runs ----------------------------------------------------
+
+
+def check_seed(key: str, value: int) -> int:
+    """A seed within the range every generator takes; ConfigError naming ``key`` otherwise."""
+    if not 0 <= value <= SEED_MAX:
+        raise ConfigError(f"{key}: seed {value} is out of range; allowed: 0..2**31-1")
+    return value
+
+
+def cross_key_problems(cfg: Config, reads: list[str]) -> list[tuple[str, str]]:
+    """``(key, message)`` for each rule broken among the keys in ``reads``.
+
+    ``reads`` are dotted parameter keys (a stage instance's ``params``, or those of every
+    instance of a plan): a rule applies when every key it relates lies in one of them, so a
+    command is never refused for a value it does not read (a variant it does not train).
+    """
+
+    def read(key: str) -> bool:
+        return any(key == r or key.startswith(r + ".") for r in reads)
+
+    found: list[tuple[str, str]] = []
+    burn_in = [
+        (f"pretrain.variants.{v}", regs, "pretrain.train.epochs", cfg.pretrain.train.epochs)
+        for v, regs in cfg.pretrain.variants.items()
+    ]
+    if cfg.ssl:
+        burn_in += [
+            (f"ssl.variants.{v}.regularizers", var.regularizers, "ssl.train.epochs",
+             cfg.ssl.train.epochs)
+            for v, var in cfg.ssl.variants.items()
+        ]  # fmt: skip
+    burn_in += [
+        (f"finetune.regularizers.{r}", regs, f"finetune.targets.{t}.train.epochs",
+         target.train.epochs)
+        for r, regs in cfg.finetune.regularizers.items()
+        for t, target in cfg.finetune.targets.items()
+    ]  # fmt: skip
+    for key, regularizers, epochs_key, epochs in burn_in:
+        if not (read(key) and read(epochs_key)):
+            continue
+        for i, reg in enumerate(regularizers):
+            if reg.burn_in >= epochs:  # it would never switch on
+                found.append((
+                    f"{key}.{i}.burn_in",
+                    f"{reg.burn_in} is not below {epochs_key} ({epochs}), so {reg.name} would "
+                    f"never switch on; allowed: 0..{epochs - 1}",
+                ))  # fmt: skip
+    for section in ("pretrain", "ssl"):
+        spec = getattr(cfg, section)
+        if spec is None or not read(f"{section}.model"):
+            continue
+        model = spec.model
+        # Only the sizes the architecture builds: widths/blocks for small_resnet, hidden for mlp.
+        sizes = {"small_resnet": ("widths", "blocks"), "mlp": ("hidden",)}.get(model.arch, ())
+        for name in sizes:
+            values = getattr(model, name)
+            if any(v < 1 for v in values):
+                found.append((f"{section}.model.{name}", f"every entry must be >= 1, got {values}"))
+    attack = cfg.attack
+    limit = attack.max_queries
+    unreachable = limit is not None and attack.budgets[-1] > limit
+    if unreachable and read("attack.budgets") and read("attack.max_queries"):
+        found.append((
+            "attack.max_queries",
+            f"{limit} is below the largest of attack.budgets {attack.budgets}, which could "
+            f"never be reached; allowed: >= {attack.budgets[-1]}, or null (the largest budget)",
+        ))  # fmt: skip
+    seeds = [("attack.seed", attack.seed), ("report.seed", cfg.report.seed)]
+    seeds += [
+        (f"prepare.outputs.{n}.shuffle_seed", out.shuffle_seed)
+        for n, out in cfg.prepare.outputs.items()
+        if out.shuffle_seed is not None
+    ]
+    for key, value in seeds:
+        if read(key) and not 0 <= value <= SEED_MAX:
+            found.append((key, f"seed {value} is out of range; allowed: 0..2**31-1"))
+    return found
+
+
+def check_reads(cfg: Config, reads: list[str]) -> None:
+    """ConfigError for the first rule :func:`cross_key_problems` finds broken, labelled like a
+    schema error (by the ``--set`` behind it, else by the parameter file)."""
+    found = cross_key_problems(cfg, reads)
+    if found:
+        key, text = found[0]
+        msg = f"{key}: {text}"
+        label = _override_behind(key, msg, cfg._overrides) or cfg._source
+        more = f" [+{len(found) - 1} more problem(s)]" if len(found) > 1 else ""
+        raise ConfigError(f"{label}: {msg}{more}")
 
 
 def load_config(path: str | Path = "params.yaml", overrides: list[str] | None = None) -> Config:

@@ -9,6 +9,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from pipeline.core.errors import ConfigError
+
 RAW = Path("data")  # the raw-data root, versioned by data.dvc
 ARTIFACTS = Path("artifacts")
 METRICS = Path("metrics")
@@ -80,3 +82,19 @@ def attack_metrics(kind: str, run_id: str) -> Path:
 def run_dir(instance: str) -> Path:
     """A stage instance's private working folder (its lock); never a DVC output."""
     return ARTIFACTS / "runs" / instance
+
+
+def check_inside(path: str | Path, what: str, extra_roots: tuple[str | Path, ...] = ()) -> Path:
+    """``path`` if it stays inside the workspace (the current directory) or ``extra_roots``.
+
+    Checked before anything is created, so no name or template can make a stage write
+    elsewhere. The check is lexical (``..`` and absolute paths): the workspace's own symlinks
+    (``data/`` or ``artifacts/`` on a larger disk) are the user's choice, not an escape.
+    """
+    full = os.path.normpath(os.path.join(os.getcwd(), os.fspath(path)))
+    roots = [os.getcwd(), *(os.path.abspath(os.path.expanduser(r)) for r in extra_roots)]
+    for root in roots:
+        root = os.path.normpath(root)
+        if os.path.commonpath([root, full]) == root:
+            return Path(path)
+    raise ConfigError(f"{what} {os.fspath(path)!r} lies outside the workspace {os.getcwd()}")

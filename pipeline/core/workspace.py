@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import subprocess
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import yaml
@@ -36,8 +34,11 @@ def composed_params(params: str, overrides: list[str]) -> str | None:
     data = apply_overrides(read_params(params), overrides)
     text = yaml.safe_dump(data, sort_keys=False)
     current = Path(WORKSPACE_PARAMS)
-    if current.is_file() and yaml.safe_load(current.read_text()) == data:
-        return None
+    try:
+        if current.is_file() and yaml.safe_load(current.read_text()) == data:
+            return None
+    except (yaml.YAMLError, UnicodeDecodeError):  # unreadable: it does not hold this run's
+        pass
     return text
 
 
@@ -85,21 +86,6 @@ def _written_by_us(path: Path) -> bool:
         return APPLIED.read_text().strip() == _digest(path.read_bytes())
     except OSError:
         return False
-
-
-@contextmanager
-def params_applied(params: str, overrides: list[str]) -> Iterator[None]:
-    """``params.yaml`` as the run would have it, restored afterwards (for dry runs)."""
-    path = Path(WORKSPACE_PARAMS)
-    before = path.read_bytes() if path.is_file() else None
-    text = composed_params(params, overrides)
-    try:
-        if text is not None:
-            atomic_write_text(path, text)
-        yield
-    finally:
-        if text is not None and before is not None:
-            path.write_bytes(before)
 
 
 def use_params_main(argv: list[str]) -> int:
