@@ -11,12 +11,13 @@ first, so ``{finetune.targets.{target}.train.gpus}`` reads the GPU count of the 
 
 Example::
 
-    ARGS = (Arg("variant"),)
+    ARGS = (Arg("variant"), Arg("seed", type=int))
     STAGES = (
         StageSpec(
-            name="pretrain", command="pretrain", matrix={"variant": "pretrain.run"},
+            name="pretrain", command="pretrain",
+            matrix={"variant": "pretrain.run.variants", "seed": "pretrain.run.seeds"},
             gpus="{pretrain.train.gpus}", params=("pretrain.variants.{variant}",),
-            outs=("artifacts/backbones/{variant}/model.pt",),
+            outs=("artifacts/backbones/{variant}/seed{seed}/model.pt",),
         ),
     )
 
