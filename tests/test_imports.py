@@ -1,4 +1,6 @@
-"""A stage process imports only what it runs: checked in fresh interpreters (``sys.modules``).
+"""A process imports only what it runs: checked in fresh interpreters (``sys.modules``).
+
+The control plane (the schema, the plan, ``dvc.yaml``, the report, the flow) imports no torch.
 
 Heavy optional libraries cost a stage 1-4 s each at start-up, more than most stages of the
 default DAG compute: torchvision (only augmentations and SSL views use it), timm (only the
@@ -27,7 +29,7 @@ AT_IMPORT = {
     "readout": {"torch"},
     "attack": {"torch"},
     "ssl": {"torch"},
-    "report": {"torch", "matplotlib", "scipy"},
+    "report": {"matplotlib", "scipy"},  # no torch: it computes with none
 }
 
 
@@ -62,6 +64,37 @@ def test_each_stage_module_imports_only_its_libraries():
     extra = {stage: set(new[stage]) - allowed for stage, allowed in AT_IMPORT.items()}
     assert not any(extra.values()), f"stage modules import more than they need: {extra}"
     assert "torch" in new["prepare"]  # the check sees imports at all
+
+
+# Modules that plan, declare, check parameters or report; ``pipeline.core`` and
+# ``pipeline.report`` are taken whole.
+CONTROL_PLANE = (
+    "pipeline.__main__",
+    "pipeline.plan",
+    "pipeline.dvcyaml",
+    "pipeline.stages.registry",
+    "pipeline.stages.report",
+    "flows.transfer",
+)
+
+
+def test_control_plane_imports_no_torch():
+    code = (
+        "import importlib, json, pkgutil, sys\n"
+        "import pipeline.core, pipeline.report\n"
+        "names = [m.name for p in (pipeline.core, pipeline.report)\n"
+        "         for m in pkgutil.iter_modules(p.__path__, p.__name__ + '.')]\n"
+        f"names += {list(CONTROL_PLANE)!r}\n"
+        "torch_after = None\n"
+        "for name in names:\n"
+        "    importlib.import_module(name)\n"
+        "    if 'torch' in sys.modules and torch_after is None:\n"
+        "        torch_after = name\n"
+        "print(json.dumps({'names': names, 'torch_after': torch_after}))\n"
+    )
+    result = _fresh(code)
+    assert {"pipeline.core.config", "pipeline.report.stats"} <= set(result["names"])
+    assert result["torch_after"] is None, f"importing {result['torch_after']} imports torch"
 
 
 @pytest.mark.slow

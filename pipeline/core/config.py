@@ -27,7 +27,7 @@ from pydantic import (
 )
 
 from pipeline.core.errors import ConfigError
-from pipeline.regularizers.config import RegularizerConfig
+from pipeline.core.regularizer_config import RegularizerConfig
 
 DATA_SOURCES = (
     "shards",

@@ -14,7 +14,7 @@ from pydantic import AfterValidator, Field, ValidationError, field_validator, mo
 
 from pipeline.core.config import Strict, _override_behind, apply_overrides, read_params
 from pipeline.core.errors import ConfigError
-from pipeline.regularizers.config import RegularizerConfig
+from pipeline.core.regularizer_config import RegularizerConfig
 
 # The variants every claim compares; other names may be added and are reported too.
 REQUIRED_VARIANTS = ("none", "ll_spectral", "rep_spectral")

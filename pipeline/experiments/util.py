@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import resource
 
-import torch
-
 
 def set_threads(threads: int) -> None:
+    import torch  # here, so that importing this module (summary does) imports no torch
+
     torch.set_num_threads(threads)
 
 

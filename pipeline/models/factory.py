@@ -16,9 +16,9 @@ from pydantic import ValidationError
 from torch import nn
 
 from pipeline.core.errors import ArtifactError, ConfigError, DatasetError
-from pipeline.core.io import atomic_torch_save, load_torch_file
 from pipeline.models.resnet import SmallResNet
 from pipeline.models.split import SplitModel
+from pipeline.models.torch_files import atomic_torch_save, load_torch_file
 
 MODEL_FORMAT = 1
 

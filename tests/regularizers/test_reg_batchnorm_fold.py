@@ -14,6 +14,7 @@ from pipeline.regularizers import (
     LLSpectral,
     RepSpectral,
     StepContext,
+    build_regularizer,
     parse_regularizer_configs,
     spectral_summary,
 )
@@ -162,7 +163,7 @@ def test_conv_without_batchnorm_is_a_config_error_naming_it():
 
 def test_fold_bn_is_a_config_field_and_summary_reports_both_spectra():
     (cfg,) = parse_regularizer_configs([{"name": "rep_spectral", "fold_bn": True}])
-    assert cfg.build().fold_bn
+    assert build_regularizer(cfg).fold_bn
     model = _conv_bn_model(3, 1)
     example = torch.rand(2, 3, 6, 6, dtype=torch.float64)
     folded = spectral_summary(model, example, fold_bn=True)

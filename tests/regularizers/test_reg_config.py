@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import typing
+
 import pytest
 from pydantic import TypeAdapter, ValidationError
 
 from pipeline.core.errors import ConfigError
 from pipeline.regularizers import (
+    REGULARIZERS,
     BatchSpectralShrinkage,
     L1Norm,
     LLSpectral,
@@ -15,6 +18,7 @@ from pipeline.regularizers import (
     RegularizerConfig,
     RepSpectral,
     RepSpectralConfig,
+    build_regularizer,
     build_regularizers,
     parse_regularizer_configs,
 )
@@ -86,3 +90,13 @@ def test_union_is_discriminated_by_name():
     assert type(adapter.validate_python({"name": "l1"})).__name__ == "L1Config"
     with pytest.raises(ValidationError):
         adapter.validate_python({"name": "l1", "k": 1})
+
+
+def test_every_setting_builds_its_regularizer_with_its_fields():
+    """The schema (core, no torch) and the classes (regularizers) name the same regularizers."""
+    models = typing.get_args(typing.get_args(RegularizerConfig)[0])
+    assert {m.model_fields["name"].default for m in models} == set(REGULARIZERS)
+    for model in models:
+        settings = model(burn_in=3)
+        regularizer = build_regularizer(settings)
+        assert type(regularizer) is REGULARIZERS[settings.name] and regularizer.burn_in == 3

@@ -1,4 +1,4 @@
-"""Typed settings of each regularizer (pydantic v2), and the factory that builds them.
+"""Typed settings of each regularizer (pydantic v2): part of the schema of ``params.yaml``.
 
 One model per regularizer, told apart by its ``name`` field, so a params file lists them as
 ``[{name: rep_spectral, strength: 0.001, burn_in: 80}, ...]``. Unknown fields are errors (a typo
@@ -7,20 +7,18 @@ rep-spectral γ = 1e-3 with refresh every 160 updates (ImageNet ResNet50), one p
 Appendix D); LR target rank 100 before the readout, projection every 10 iterations, ``l = 2r``;
 BSS λ = 1e-3, k = 1; nuclear/ℓ1 λ = 0.01. Burn-in defaults to 0 because the papers' values
 (epoch 80 of 120, 50 warm-up epochs) are tied to their schedules; experiment configs set it.
+
+Settings only, no torch: the schema is read by every command, the control plane included.
+:func:`pipeline.regularizers.build_regularizers` turns them into regularizers.
 """
 
 from __future__ import annotations
 
-from typing import Annotated, ClassVar, Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
 
 from pipeline.core.errors import ConfigError
-from pipeline.regularizers.base import Regularizer
-from pipeline.regularizers.bss import BatchSpectralShrinkage
-from pipeline.regularizers.low_rank import LowRank
-from pipeline.regularizers.rep_spectral import LLSpectral, ReadoutSpectral, RepSpectral
-from pipeline.regularizers.weight_norms import L1Norm, NuclearNorm
 
 Strength = Annotated[float, Field(ge=0, allow_inf_nan=False)]
 BurnIn = Annotated[int, Field(ge=0, description="first active epoch (0-based)")]
@@ -29,19 +27,13 @@ LayerName = Annotated[str, Field(min_length=1)]
 
 
 class _Config(BaseModel):
+    """Every field but ``name`` is an argument of the regularizer ``name`` builds."""
+
     model_config = ConfigDict(extra="forbid", strict=True)  # `burn_in: true` is not 1
-
-    #: The regularizer a config builds: every field but ``name`` is one of its arguments.
-    builds: ClassVar[type[Regularizer]]
-
-    def build(self) -> Regularizer:
-        return self.builds(**{f: getattr(self, f) for f in type(self).model_fields if f != "name"})
 
 
 class RepSpectralConfig(_Config):
     """rep-spectral: ``(γ/2)·Σ σ_max(W_l)²`` over the backbone's Conv2d/Linear layers."""
-
-    builds = RepSpectral
 
     name: Literal["rep_spectral"] = "rep_spectral"
     strength: Strength = 1e-3
@@ -62,15 +54,11 @@ class RepSpectralConfig(_Config):
 class LLSpectralConfig(RepSpectralConfig):
     """ll-spectral: rep-spectral plus the readout layer."""
 
-    builds = LLSpectral
-
     name: Literal["ll_spectral"] = "ll_spectral"
 
 
 class ReadoutSpectralConfig(_Config):
     """readout-spectral: ``(γ/2)·σ_max(W_head)²`` on the readout only (no backbone layer)."""
-
-    builds = ReadoutSpectral
 
     name: Literal["readout_spectral"] = "readout_spectral"
     strength: Strength = 1e-3
@@ -81,8 +69,6 @@ class ReadoutSpectralConfig(_Config):
 
 class LRConfig(_Config):
     """LR virtual layer at 1 (``["features"]``) or 2 (``["features", "layer3"]``) representations."""
-
-    builds = LowRank
 
     name: Literal["lr"] = "lr"
     projection_weight: Strength = Field(1.0, description="λ_c")
@@ -107,8 +93,6 @@ class LRConfig(_Config):
 class BSSConfig(_Config):
     """Batch spectral shrinkage of the k smallest singular values of the batch features."""
 
-    builds = BatchSpectralShrinkage
-
     name: Literal["bss"] = "bss"
     strength: Strength = 1e-3
     k: Positive = 1
@@ -118,8 +102,6 @@ class BSSConfig(_Config):
 class NuclearConfig(_Config):
     """``λ·Σ ‖W_l‖_*`` over the backbone's weight layers."""
 
-    builds = NuclearNorm
-
     name: Literal["nuclear"] = "nuclear"
     strength: Strength = 0.01
     layers: list[LayerName] = Field(default_factory=list)
@@ -128,8 +110,6 @@ class NuclearConfig(_Config):
 
 class L1Config(_Config):
     """``λ·Σ ‖W_l‖_1`` over the backbone's weight layers."""
-
-    builds = L1Norm
 
     name: Literal["l1"] = "l1"
     strength: Strength = 0.01
@@ -160,8 +140,3 @@ def parse_regularizer_configs(raw: list) -> list[RegularizerConfig]:
             f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in err.errors()
         )
         raise ConfigError(f"invalid regularizer settings: {problems}") from None
-
-
-def build_regularizers(configs: list) -> list[Regularizer]:
-    """One regularizer per config (models or dicts); the training loop calls ``attach`` later."""
-    return [config.build() for config in parse_regularizer_configs(list(configs))]
