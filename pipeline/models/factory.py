@@ -15,6 +15,7 @@ import torch
 from pydantic import ValidationError
 from torch import nn
 
+from pipeline.core.config import ModelSpec
 from pipeline.core.errors import ArtifactError, ConfigError, DatasetError
 from pipeline.models.resnet import SmallResNet
 from pipeline.models.split import SplitModel
@@ -105,8 +106,6 @@ def load_model(
     not a model this module saved, or whose weights do not fit its recorded architecture, is an
     :class:`ArtifactError` naming the file.
     """
-    from pipeline.core.config import ModelSpec
-
     path = Path(path)
     if not path.is_file():
         raise DatasetError(f"model file not found: {path} (run the stage that produces it first)")
