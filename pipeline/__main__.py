@@ -4,9 +4,6 @@ Also ``plan`` (every stage instance of a parameter file), ``shard`` (any source 
 shards), ``dvc-yaml`` (regenerate ``dvc.yaml`` from the stage declarations) and ``use-params``
 (write a setting file, composed, into ``params.yaml``).
 
-Stage commands start warm when they can: forked from a background process that has torch and
-timm imported already (:mod:`pipeline.core.warm`; ``PIPELINE_WARM=0`` turns it off).
-
 A problem the user can fix (bad parameter, missing dataset) prints one line and exits with
 status 2 before any work starts; nothing already written is touched. A training stage with
 ``train.gpus`` > 1 relaunches itself under torchrun (:mod:`pipeline.core.launch`).
@@ -24,7 +21,6 @@ from contextlib import nullcontext
 from pipeline.core import launch, paths
 from pipeline.core.cli import make_parser, quiet_broken_pipe, report
 from pipeline.core.errors import ConfigError, PipelineError
-from pipeline.core.warm import run_warm
 
 # Left out of every stage's code deps (pipeline.core.codedeps):
 NOT_A_STAGE_DEPENDENCY = (
@@ -168,8 +164,6 @@ def run_stage(command: str, argv: list[str]) -> int:
     if relaunch:
         launch.check_devices(nproc, cfg.run.device, what=ident)
     # One process per instance at a time (torchrun's children run under their launcher's lock).
-    # Imported here, not at the top: it loads torch (through pipeline.core.io), which --help and
-    # usage errors never need. (The stage's module, imported above, has loaded it by now.)
     from pipeline.core.runlock import hold_run_lock
 
     if launch.under_torchrun():
@@ -209,11 +203,5 @@ def main(argv: list[str] | None = None) -> int:
         return quiet_broken_pipe()
 
 
-def _entry() -> int:
-    """Run in a warm worker when one is up (:mod:`pipeline.core.warm`), else here."""
-    code = run_warm("pipeline", sys.argv[1:])
-    return main() if code is None else code
-
-
 if __name__ == "__main__":
-    sys.exit(_entry())
+    sys.exit(main())

@@ -3,17 +3,23 @@
 from __future__ import annotations
 
 import warnings
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
-from sklearn.exceptions import ConvergenceWarning
-from sklearn.linear_model import LogisticRegression
+
+if TYPE_CHECKING:
+    from sklearn.linear_model import LogisticRegression
 
 
 def fit_readout(
     train_x: np.ndarray, train_y: np.ndarray, C: float = 1.0, max_iter: int = 1000
 ) -> tuple[LogisticRegression, bool]:
     """Fit scikit-learn's LogisticRegression (lbfgs, multinomial); returns (model, converged)."""
+    # scikit-learn only when a readout is fitted (~1 s to import); knn_accuracy needs numpy only.
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.linear_model import LogisticRegression
+
     clf = LogisticRegression(C=C, max_iter=max_iter)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", ConvergenceWarning)

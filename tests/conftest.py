@@ -12,9 +12,6 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 
 torch.set_num_threads(min(2, os.cpu_count() or 1))
-# Stage commands the tests start run cold, each a fresh process, so that a test which kills one
-# sees exactly that process go; warm starts have their own tests (tests/test_warm.py).
-os.environ["PIPELINE_WARM"] = "0"
 
 
 def tiny_params() -> dict:

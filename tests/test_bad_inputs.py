@@ -25,8 +25,9 @@ from PIL import Image
 from pipeline.__main__ import main
 from pipeline.core.config import load_config
 from pipeline.core.errors import ArtifactError, ConfigError, DatasetError, RunLockedError
-from pipeline.core.io import atomic_write_text, from_plain, load_torch_file, to_plain
+from pipeline.core.io import atomic_write_text
 from pipeline.core.runlock import hold_run_lock, stale_temp_files
+from pipeline.models.torch_files import from_plain, load_torch_file, to_plain
 from pipeline.plan import plan
 from pipeline.training.checkpoint import CheckpointStore
 from tests.conftest import REPO, tiny_params

@@ -8,10 +8,8 @@ Appendix D); LR target rank 100 before the readout, projection every 10 iteratio
 BSS λ = 1e-3, k = 1; nuclear/ℓ1 λ = 0.01. Burn-in defaults to 0 because the papers' values
 (epoch 80 of 120, 50 warm-up epochs) are tied to their schedules; experiment configs set it.
 
-Settings only: the regularizers themselves are built from them by
-:func:`pipeline.regularizers.build_regularizers`. Kept here, below the regularizers' code, so that
-reading ``params.yaml`` imports no torch and no regularizer, and a stage that trains nothing
-(``prepare``, ``report``) does not depend on regularizer code.
+Settings only, no torch: the schema is read by every command, the control plane included.
+:func:`pipeline.regularizers.build_regularizers` turns them into regularizers.
 """
 
 from __future__ import annotations
@@ -29,11 +27,9 @@ LayerName = Annotated[str, Field(min_length=1)]
 
 
 class _Config(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True)  # `burn_in: true` is not 1
+    """Every field but ``name`` is an argument of the regularizer ``name`` builds."""
 
-    def arguments(self) -> dict:
-        """The regularizer's constructor arguments: every field but ``name``."""
-        return {f: getattr(self, f) for f in type(self).model_fields if f != "name"}
+    model_config = ConfigDict(extra="forbid", strict=True)  # `burn_in: true` is not 1
 
 
 class RepSpectralConfig(_Config):

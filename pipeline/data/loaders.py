@@ -5,7 +5,7 @@ Datasets read by index are trained on in a permutation of ``(seed, e)`` (whateve
 of loader workers); shard sets on disk (``ShardDataset``) are streamed in an order drawn from
 ``(seed, e)``, the world size and the number of workers. Either way a run resumed mid-epoch sees
 exactly the batches an uninterrupted run would (:class:`EpochBatches`). Evaluation reads in
-order through :func:`make_loader`.
+order (:func:`make_loader` here; :mod:`pipeline.models.inference` with torch's loader directly).
 """
 
 from __future__ import annotations

@@ -10,7 +10,6 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-import scipy.io
 
 from pipeline.core.errors import DatasetError
 from pipeline.data.base import one_line
@@ -20,6 +19,9 @@ def load_mat(path: Path, fields: Sequence[str], layout: str) -> dict[str, np.nda
     """The named variables of one .mat file; ``layout`` ends every error message."""
     if not path.is_file():
         raise DatasetError(f"{path} not found: {layout}")
+    # Only the two datasets with .mat index files need scipy: every stage imports this module.
+    import scipy.io
+
     try:
         content = scipy.io.loadmat(str(path))
     except Exception as e:  # scipy raises ValueError, TypeError, MatReadError... on bad files

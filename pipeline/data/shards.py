@@ -22,7 +22,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import webdataset as wds
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset, IterableDataset, get_worker_info
 from torch.utils.data.dataloader import default_collate
@@ -128,6 +127,9 @@ def _write_into(
     order = write_order(len(dataset), shuffle_seed)
     encoded = DataLoader(_Encoded(dataset, order), batch_size=None, num_workers=num_workers)
     count = 0
+    # Only writing needs webdataset (~2 s to import); every reader here is tarfile alone.
+    import webdataset as wds
+
     with wds.ShardWriter(pattern, maxcount=maxcount, verbose=0, mtime=0.0) as sink:
         for png, label in encoded:
             sink.write({"__key__": f"{count:09d}", IMAGE_KEY: png, LABEL_KEY: str(label)})
@@ -186,21 +188,6 @@ def read_meta(shard_dir: str | Path) -> dict[str, Any]:
     return meta
 
 
-def _samples(urls: Iterator[dict[str, str]]) -> Iterator[dict[str, Any]]:
-    """Raw tar samples, one shard at a time so an unreadable tar is named in its DatasetError.
-
-    A damaged header past the first one ends a tar early without error (that is how tarfile
-    reads it); the samples then lack a member or fall short of meta.json's count, both checked.
-    """
-    for src in urls:
-        try:
-            yield from wds.tarfile_samples([src])
-        except (OSError, tarfile.TarError, ValueError, EOFError) as e:
-            # webdataset appends the stream and url to the exception's args: keep the reason
-            reason = e.args[0] if e.args and isinstance(e.args[0], str) else type(e).__name__
-            raise DatasetError(f"cannot read shard {src['url']}: {one_line(reason)}") from None
-
-
 def _where(sample: dict[str, Any]) -> str:
     return f"{sample.get('__url__', '?')} sample {sample.get('__key__', '?')}"
 
@@ -238,7 +225,11 @@ def _read_samples(
     path: Path, start: int = 0, stop: int | None = None
 ) -> Iterator[tuple[str, dict[str, bytes]]]:
     """``(key, {extension: bytes})`` of samples ``start..stop-1`` of one shard, in one forward
-    pass; the data of skipped samples is seeked over, not read."""
+    pass; the data of skipped samples is seeked over, not read.
+
+    A damaged header past the first one ends a tar early without error (that is how tarfile
+    reads it); the samples then lack a member or fall short of meta.json's count, which the
+    callers check."""
     n, key, parts = -1, None, {}
     try:
         with tarfile.open(path, "r:") as tar:
@@ -398,13 +389,14 @@ def _short(path: Path, found: int, expected: int) -> DatasetError:
     )
 
 
-def _read_range(path: Path, start: int, stop: int) -> Iterator[dict[str, Any]]:
-    """Samples ``start..stop-1`` of one shard as webdataset-style dicts; a short shard fails."""
+def _read_range(path: Path, start: int, stop: int | None) -> Iterator[dict[str, Any]]:
+    """Samples ``start..stop-1`` of one shard (``stop`` None: to its end) as webdataset-style
+    dicts; a shard shorter than ``stop`` fails."""
     got = 0
     for key, parts in _read_samples(path, start, stop):
         got += 1
         yield {"__key__": key, "__url__": str(path), **parts}
-    if got < stop - start:
+    if stop is not None and got < stop - start:
         raise _short(path, start + got, stop)
 
 
@@ -576,11 +568,11 @@ class InMemoryShards(LabeledDataset):
         self.classes = list(meta["classes"])
         self.channels = int(meta["channels"])
         self._mode = _mode(self.channels)
-        src = ({"url": str(shard_dir / s)} for s in meta["shards"])
         records = []
-        for sample in _samples(src):
-            label = _label(sample)  # first: it checks that the sample has both members
-            records.append((sample["__key__"], _where(sample), sample[IMAGE_KEY], label))
+        for shard in meta["shards"]:
+            for sample in _read_range(shard_dir / shard, 0, None):
+                label = _label(sample)  # first: it checks that the sample has both members
+                records.append((sample["__key__"], _where(sample), sample[IMAGE_KEY], label))
         if len(records) != int(meta["num_samples"]):
             raise DatasetError(
                 f"shard set {shard_dir} holds {len(records)} samples but {META_FILE} says "

@@ -2,15 +2,21 @@
 
 The attack works in pixel space ([0, 1] tensors), so callers can build the pixel pipeline
 (``to_pixel_tensor``) and put ``build_normalize`` in front of the model instead of in the data.
+
+torchvision is imported only where its transforms are used: random crops and flips, the
+crop-resize test geometry, normalization modules. Importing it costs a process 1.5-3 s (it
+imports ``torch._dynamo``), more than a stage of the default DAG computes, so the paths the
+default takes (augment ``none``: a square resize; plain conversion) are written here with PIL
+and torch, giving the same tensors as torchvision bit for bit (tests/data check it).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
+import numpy as np
 import torch
 from PIL import Image
-from torchvision import transforms as T
 
 from pipeline.core.errors import ConfigError
 
@@ -45,44 +51,74 @@ class ConvertMode:
         return f"{type(self).__name__}(mode={self.mode!r})"
 
 
-def _geometry(train: bool, image_size: int, augment: str) -> list:
+class PilToPixels:
+    """PIL image -> float tensor ``(channels, H, W)`` in [0, 1], resized to ``size`` x ``size``
+    when given: what ``Compose([ConvertMode, Resize((size, size)), ToTensor()])`` computes.
+
+    The resize is PIL's bilinear one (antialiased), skipped when the image has the size already,
+    as torchvision's ``Resize`` does on PIL images.
+    """
+
+    def __init__(self, channels: int, size: int | None = None):
+        self.convert = ConvertMode(channels)
+        self.size = size
+
+    def __call__(self, img: Image.Image) -> torch.Tensor:
+        img = self.convert(img)
+        if self.size is not None and img.size != (self.size, self.size):
+            img = img.resize((self.size, self.size), Image.BILINEAR)
+        pixels = torch.from_numpy(np.array(img, np.uint8, copy=True))
+        pixels = pixels.view(img.size[1], img.size[0], len(img.getbands()))
+        return pixels.permute(2, 0, 1).contiguous().to(torch.get_default_dtype()).div(255)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(mode={self.convert.mode!r}, size={self.size})"
+
+
+def _check_size(image_size: int) -> None:
     if isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 1:
         raise ConfigError(f"image_size must be a positive integer; got {image_size!r}")
-    square = (image_size, image_size)
-    if augment == "none":
-        return [T.Resize(square, antialias=True)]
-    if augment not in AUGMENTS:
-        raise ConfigError(f"unknown augment {augment!r}; allowed: {', '.join(AUGMENTS)}")
+
+
+def _geometry(T, train: bool, image_size: int, augment: str) -> list:
+    """torchvision geometry of the ``standard`` and ``resize`` augments (``T``: its transforms)."""
     if train:
         return [T.RandomResizedCrop(image_size, antialias=True), T.RandomHorizontalFlip()]
     if augment == "resize":
-        return [T.Resize(square, antialias=True)]
+        return [T.Resize((image_size, image_size), antialias=True)]
     return [T.Resize(round(image_size * 256 / 224), antialias=True), T.CenterCrop(image_size)]
 
 
 def to_pixel_tensor(
     train: bool, image_size: int, channels: int = 3, augment: str = "standard"
-) -> T.Compose:
+) -> Callable[[Image.Image], torch.Tensor]:
     """PIL image -> float tensor ``(channels, image_size, image_size)`` in [0, 1], unnormalized.
 
     ``augment``: ``standard`` (train RandomResizedCrop + flip, test Resize 256/224 + CenterCrop),
     ``resize`` (same train, test a plain square resize, for upscaled CIFAR-10), ``none``
     (square resize only, train and test, for the tiny digits).
     """
-    return T.Compose([ConvertMode(channels), *_geometry(train, image_size, augment), T.ToTensor()])
+    _check_size(image_size)
+    if augment == "none":
+        return PilToPixels(channels, image_size)
+    if augment not in AUGMENTS:
+        raise ConfigError(f"unknown augment {augment!r}; allowed: {', '.join(AUGMENTS)}")
+    # Only the augmenting paths need torchvision (see the module docstring).
+    from torchvision import transforms as T
+
+    geometry = _geometry(T, train, image_size, augment)
+    return T.Compose([ConvertMode(channels), *geometry, T.ToTensor()])
 
 
-def plain_tensor(channels: int = 3) -> T.Compose:
+def plain_tensor(channels: int = 3) -> PilToPixels:
     """PIL image -> [0, 1] float tensor at its own size: for data that is already model-sized."""
-    return T.Compose([ConvertMode(channels), T.ToTensor()])
+    return PilToPixels(channels)
 
 
-def build_normalize(
-    channels: int = 3,
-    mean: Sequence[float] | None = None,
-    std: Sequence[float] | None = None,
-) -> T.Normalize:
-    """Normalization alone; an ``nn.Module`` that also accepts batches ``(N, C, H, W)``."""
+def _stats(
+    channels: int, mean: Sequence[float] | None, std: Sequence[float] | None
+) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Per-channel mean and std (defaults: ImageNet statistics), checked."""
     default_mean, default_std = default_stats(channels)
     mean = tuple(default_mean if mean is None else mean)
     std = tuple(default_std if std is None else std)
@@ -91,6 +127,19 @@ def build_normalize(
             f"normalization needs {channels} mean and {channels} positive std values; "
             f"got mean={list(mean)} std={list(std)}"
         )
+    return mean, std
+
+
+def build_normalize(
+    channels: int = 3,
+    mean: Sequence[float] | None = None,
+    std: Sequence[float] | None = None,
+):
+    """Normalization alone: torchvision's ``Normalize``, an ``nn.Module`` that also accepts
+    batches ``(N, C, H, W)``. (The stages normalize inside the model; see ``SplitModel``.)"""
+    mean, std = _stats(channels, mean, std)
+    from torchvision import transforms as T  # only callers of this function need torchvision
+
     return T.Normalize(mean, std)
 
 
@@ -101,10 +150,13 @@ def build_transform(
     augment: str = "standard",
     mean: Sequence[float] | None = None,
     std: Sequence[float] | None = None,
-) -> T.Compose:
+):
     """``to_pixel_tensor`` followed by ``build_normalize`` (defaults: ImageNet statistics)."""
     pixels = to_pixel_tensor(train, image_size, channels, augment)
-    return T.Compose([*pixels.transforms, build_normalize(channels, mean, std)])
+    normalize = build_normalize(channels, mean, std)
+    from torchvision import transforms as T  # build_normalize has imported it already
+
+    return T.Compose([pixels, normalize])
 
 
 def denormalize(
@@ -114,8 +166,8 @@ def denormalize(
     std: Sequence[float] | None = None,
 ) -> torch.Tensor:
     """Back from normalized to [0, 1] pixel tensors, e.g. to attack data loaded normalized."""
-    norm = build_normalize(channels, mean, std)
+    mean, std = _stats(channels, mean, std)
     shape = (-1, 1, 1)
-    m = torch.as_tensor(norm.mean, dtype=x.dtype, device=x.device).view(shape)
-    s = torch.as_tensor(norm.std, dtype=x.dtype, device=x.device).view(shape)
+    m = torch.as_tensor(mean, dtype=x.dtype, device=x.device).view(shape)
+    s = torch.as_tensor(std, dtype=x.dtype, device=x.device).view(shape)
     return x * s + m

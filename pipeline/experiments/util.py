@@ -10,7 +10,7 @@ import resource
 
 
 def set_threads(threads: int) -> None:
-    import torch
+    import torch  # here, so that importing this module (summary does) imports no torch
 
     torch.set_num_threads(threads)
 

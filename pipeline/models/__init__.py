@@ -1,4 +1,4 @@
-"""Backbones (timm), MLPs and the backbone/head split used by every stage."""
+"""Backbones (the small ResNet in torch, timm's ResNets), MLPs and the backbone/head split."""
 
 from pipeline.models.factory import build_model, load_model, save_model
 from pipeline.models.split import SplitModel

@@ -1,8 +1,9 @@
 """Build a :class:`SplitModel` from a :class:`~pipeline.core.config.ModelSpec`, and save/load it.
 
-Networks come from timm; "small" variants swap the ImageNet stem (7×7 stride-2 conv + max
+ResNet18/50 come from timm; "small" variants swap the ImageNet stem (7×7 stride-2 conv + max
 pool) for a 3×3 stride-1 conv, the usual change for 32-pixel inputs, so that small images are
-not downsampled fourfold before the first block.
+not downsampled fourfold before the first block. ``small_resnet`` (the default) is timm's
+network rebuilt in torch alone (:mod:`pipeline.models.resnet`), so it needs no timm.
 """
 
 from __future__ import annotations
@@ -14,9 +15,11 @@ import torch
 from pydantic import ValidationError
 from torch import nn
 
+from pipeline.core.config import ModelSpec
 from pipeline.core.errors import ArtifactError, ConfigError, DatasetError
-from pipeline.core.io import atomic_torch_save, load_torch_file
+from pipeline.models.resnet import SmallResNet
 from pipeline.models.split import SplitModel
+from pipeline.models.torch_files import atomic_torch_save, load_torch_file
 
 MODEL_FORMAT = 1
 
@@ -27,24 +30,11 @@ def _small_stem(net: nn.Module, in_chans: int) -> None:
     net.maxpool = nn.Identity()
 
 
-def _timm_backbone(arch: str, in_chans: int, spec: Any) -> tuple[nn.Module, int]:
+def _timm_backbone(arch: str, in_chans: int) -> tuple[nn.Module, int]:
+    # Imported only for these architectures: timm imports torchvision, ~4 s per process.
     import timm
-    from timm.models.resnet import BasicBlock, ResNet
 
-    if arch == "small_resnet":
-        net = ResNet(
-            block=BasicBlock,
-            layers=list(spec.blocks),
-            channels=tuple(spec.widths),
-            in_chans=in_chans,
-            num_classes=0,
-            # A "deep" stem makes the stem width widths[0] (timm fixes 64 otherwise); its
-            # convs are then replaced by the single small-input conv below.
-            stem_type="deep",
-            stem_width=max(1, spec.widths[0] // 2),
-        )
-        _small_stem(net, in_chans)
-    elif arch == "resnet18_small":
+    if arch == "resnet18_small":
         net = timm.create_model("resnet18", pretrained=False, num_classes=0, in_chans=in_chans)
         _small_stem(net, in_chans)
     else:  # resnet18, resnet50: the standard ImageNet networks, never downloaded
@@ -82,8 +72,11 @@ def build_model(
     if spec.arch == "mlp":
         backbone = MLPBackbone(in_chans * image_size * image_size, spec.hidden, spec.activation)
         dim = backbone.out_features
-    elif spec.arch in ("small_resnet", "resnet18_small", "resnet18", "resnet50"):
-        backbone, dim = _timm_backbone(spec.arch, in_chans, spec)
+    elif spec.arch == "small_resnet":
+        backbone = SmallResNet(in_chans, spec.widths, spec.blocks)
+        dim = backbone.num_features
+    elif spec.arch in ("resnet18_small", "resnet18", "resnet50"):
+        backbone, dim = _timm_backbone(spec.arch, in_chans)
     else:
         raise ConfigError(f"model.arch: unknown architecture {spec.arch!r}")
     if len(mean) == 1 and in_chans > 1:
@@ -113,8 +106,6 @@ def load_model(
     not a model this module saved, or whose weights do not fit its recorded architecture, is an
     :class:`ArtifactError` naming the file.
     """
-    from pipeline.core.config import ModelSpec
-
     path = Path(path)
     if not path.is_file():
         raise DatasetError(f"model file not found: {path} (run the stage that produces it first)")

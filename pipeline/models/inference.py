@@ -14,9 +14,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 from torch import nn
-from torch.utils.data import Dataset
-
-from pipeline.data.loaders import EpochSampler, make_loader
+from torch.utils.data import DataLoader, Dataset
 
 
 @torch.no_grad()
@@ -32,11 +30,12 @@ def predict_batches(
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
     """Yield ``(features, logits, labels)`` on ``device`` for this rank's share, in order."""
     model.eval()
-    sampler = EpochSampler(len(dataset), shuffle=False, rank=rank, world=world, pad=False)
-    loader = make_loader(
+    # Every world-th sample from this rank's, in order, with torch's own loader: models need
+    # nothing of pipeline.data (the schema has checked batch_size and num_workers).
+    loader = DataLoader(
         dataset,
-        batch_size,
-        sampler=sampler,
+        batch_size=batch_size,
+        sampler=range(rank, len(dataset), world),
         num_workers=num_workers,
         pin_memory=device.type == "cuda",
     )

@@ -1,12 +1,10 @@
 """Regularizers added to the task loss: rep-/ll-/readout-spectral, LR, BSS, nuclear norm, ℓ1.
 
 Each is a :class:`Regularizer` (``attach`` → ``penalty`` per step → ``after_step``); build them
-from settings with :func:`build_regularizers`.
+from settings (:mod:`pipeline.core.regularizer_config`) with :func:`build_regularizers`.
 """
 
-from pipeline.regularizers.base import Regularizer, StepContext
-from pipeline.regularizers.bss import BatchSpectralShrinkage, bss_penalty
-from pipeline.regularizers.config import (
+from pipeline.core.regularizer_config import (
     BSSConfig,
     L1Config,
     LLSpectralConfig,
@@ -15,10 +13,11 @@ from pipeline.regularizers.config import (
     ReadoutSpectralConfig,
     RegularizerConfig,
     RepSpectralConfig,
-    build_regularizer,
-    build_regularizers,
     parse_regularizer_configs,
 )
+from pipeline.regularizers.base import Regularizer, StepContext
+from pipeline.regularizers.bss import BatchSpectralShrinkage, bss_penalty
+from pipeline.regularizers.build import REGULARIZERS, build_regularizer, build_regularizers
 from pipeline.regularizers.low_rank import LowRank, nystrom_project
 from pipeline.regularizers.rep_spectral import (
     LLSpectral,
@@ -40,6 +39,7 @@ from pipeline.regularizers.weight_norms import (
 )
 
 __all__ = [
+    "REGULARIZERS",
     "BSSConfig",
     "BatchSpectralShrinkage",
     "L1Config",

@@ -23,17 +23,11 @@ from pipeline.attacks.summary import sample_rows, summarize
 from pipeline.core import paths
 from pipeline.core.errors import ConfigError
 from pipeline.core.io import write_csv, write_json
+from pipeline.data.splits import Pixels, example_batch, open_split, pixel_transform
 from pipeline.models import load_model
 from pipeline.models.fused import fuse_batchnorm
 from pipeline.runtime import device as runtime
-from pipeline.stages.shared import (
-    Pixels,
-    check_names,
-    example_batch,
-    open_split,
-    pixel_transform,
-    start,
-)
+from pipeline.stages.shared import check_names, start
 from pipeline.stages.spec import Arg, StageSpec
 
 log = logging.getLogger(__name__)

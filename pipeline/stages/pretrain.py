@@ -9,8 +9,9 @@ from __future__ import annotations
 from pipeline.core import paths
 from pipeline.core.errors import ConfigError
 from pipeline.core.io import write_json
+from pipeline.data.splits import normalization
 from pipeline.models import build_model, save_model
-from pipeline.stages.shared import normalization, start
+from pipeline.stages.shared import start
 from pipeline.stages.spec import Arg, Plot, StageSpec
 from pipeline.stages.supervised import open_train_test, train_supervised
 

@@ -6,17 +6,11 @@ import numpy as np
 
 from pipeline.core import paths
 from pipeline.core.io import write_json
+from pipeline.data.splits import Pixels, open_split, pixel_transform
 from pipeline.models import save_model
 from pipeline.models.inference import dataset_features
 from pipeline.readout import fit_readout, install_readout
-from pipeline.stages.shared import (
-    Pixels,
-    check_names,
-    load_backbone_for,
-    open_split,
-    pixel_transform,
-    start,
-)
+from pipeline.stages.shared import check_names, load_backbone_for, start
 from pipeline.stages.spec import Arg, StageSpec
 
 ARGS = (

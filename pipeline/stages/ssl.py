@@ -13,18 +13,12 @@ from pipeline.core import paths
 from pipeline.core.errors import ConfigError
 from pipeline.core.io import write_json
 from pipeline.data.loaders import SeededTransform
+from pipeline.data.splits import Pixels, example_batch, normalization, open_split, pixel_transform
 from pipeline.models import build_model, save_model
 from pipeline.models.inference import dataset_features
 from pipeline.readout import fit_readout, knn_accuracy
 from pipeline.regularizers import build_regularizers
-from pipeline.stages.shared import (
-    Pixels,
-    example_batch,
-    normalization,
-    open_split,
-    pixel_transform,
-    start,
-)
+from pipeline.stages.shared import start
 from pipeline.stages.spec import Arg, Plot, StageSpec
 from pipeline.stages.supervised import spectra
 from pipeline.training.checkpoint import CheckpointStore

@@ -7,15 +7,10 @@ import logging
 from pipeline.core import paths
 from pipeline.core.errors import ConfigError
 from pipeline.data.loaders import SeededTransform
+from pipeline.data.splits import Pixels, example_batch, open_split, pixel_transform
 from pipeline.models.inference import evaluate_accuracy
 from pipeline.regularizers import build_regularizers, spectral_summary
-from pipeline.stages.shared import (
-    Pixels,
-    StageRun,
-    example_batch,
-    open_split,
-    pixel_transform,
-)
+from pipeline.stages.shared import StageRun
 from pipeline.stages.spec import StageSpec
 from pipeline.training.checkpoint import CheckpointStore
 from pipeline.training.fingerprint import run_fingerprint

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.core.errors import ArtifactError
-from pipeline.core.io import atomic_torch_save, load_torch_file
+from pipeline.models.torch_files import atomic_torch_save, load_torch_file
 
 log = logging.getLogger(__name__)
 

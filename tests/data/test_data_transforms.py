@@ -107,3 +107,20 @@ def test_grayscale_stats_average_imagenet():
 def test_bad_arguments_are_config_errors(call):
     with pytest.raises(ConfigError):
         call()
+
+
+@pytest.mark.parametrize("train", [True, False])
+@pytest.mark.parametrize(("mode", "channels"), [("RGB", 3), ("L", 1), ("L", 3), ("RGB", 1)])
+@pytest.mark.parametrize("size", [(16, 16), (8, 8), (40, 30), (5, 7)])
+def test_no_augment_path_is_torchvisions_bit_for_bit(train, mode, channels, size):
+    """The ``none`` augment and plain conversion, written without torchvision, give exactly the
+    tensors of torchvision's Resize + ToTensor (downsizing, upsizing, no-op and mode changes)."""
+    from torchvision import transforms as T
+
+    from pipeline.data.transforms import ConvertMode
+
+    img = rgb(*size, seed=size[0]).convert(mode)
+    expected = T.Compose([ConvertMode(channels), T.Resize((16, 16), antialias=True), T.ToTensor()])
+    assert torch.equal(to_pixel_tensor(train, 16, channels, "none")(img), expected(img))
+    plain = T.Compose([ConvertMode(channels), T.ToTensor()])
+    assert torch.equal(plain_tensor(channels)(img), plain(img))

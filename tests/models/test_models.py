@@ -57,3 +57,56 @@ def test_save_load_round_trip_and_head_replacement(tmp_path):
     loaded.replace_head(9)
     assert loaded(x).shape == (3, 9)
     assert not list((tmp_path).glob(".*tmp*"))  # atomic write left no temporary file
+
+
+def _timm_small_resnet(in_chans: int, widths: list[int], blocks: list[int]) -> torch.nn.Module:
+    """small_resnet as it was built with timm: a "deep"-stem ResNet whose stem is replaced."""
+    from timm.models.resnet import BasicBlock, ResNet
+
+    from pipeline.models.factory import _small_stem
+
+    net = ResNet(
+        block=BasicBlock,
+        layers=blocks,
+        channels=tuple(widths),
+        in_chans=in_chans,
+        num_classes=0,
+        stem_type="deep",
+        stem_width=max(1, widths[0] // 2),
+    )
+    _small_stem(net, in_chans)
+    return net
+
+
+@pytest.mark.parametrize(
+    ("chans", "widths", "blocks"),
+    [
+        (1, [8, 16, 32, 64], [1, 1, 1, 1]),
+        (3, [4, 4, 8, 8], [2, 1, 1, 2]),
+        (1, [5, 6, 7, 9], [1, 2, 1, 1]),
+    ],
+)
+def test_small_resnet_is_timms_network_without_timm(chans, widths, blocks):
+    """Same seed, same weights (in the same order), outputs and gradients as timm's build."""
+    from pipeline.models.resnet import SmallResNet
+
+    torch.manual_seed(7)
+    ours = SmallResNet(chans, widths, blocks)
+    after_ours = torch.rand(3)
+    torch.manual_seed(7)
+    theirs = _timm_small_resnet(chans, widths, blocks)
+    after_theirs = torch.rand(3)
+    assert torch.equal(after_ours, after_theirs)  # both drew exactly as many random numbers
+    ours_state, theirs_state = ours.state_dict(), theirs.state_dict()
+    assert list(ours_state) == list(theirs_state)
+    assert all(torch.equal(ours_state[k], theirs_state[k]) for k in ours_state)
+    assert ours.num_features == theirs.num_features == widths[-1]
+    x = torch.rand(4, chans, 12, 12)
+    for train in (True, False):
+        ours.train(train), theirs.train(train)
+        a, b = ours(x), theirs(x)
+        assert torch.equal(a, b)
+        a.square().sum().backward(), b.square().sum().backward()
+    grads = {n: p.grad for n, p in theirs.named_parameters()}
+    assert all(torch.equal(p.grad, grads[n]) for n, p in ours.named_parameters())
+    assert torch.equal(ours.bn1.running_mean, theirs.bn1.running_mean)
