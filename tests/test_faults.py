@@ -25,7 +25,7 @@ from pipeline.core.errors import ConfigError
 from tests.conftest import REPO
 
 PY = sys.executable
-ENV = {**os.environ, "PYTHONPATH": str(REPO), "PIPELINE_WARM": "0", "PIPELINE_DEVICE": "cpu"}
+ENV = {**os.environ, "PYTHONPATH": str(REPO), "PIPELINE_DEVICE": "cpu"}
 OUTSIDE = "outside"  # a sibling of the workspace, holding a file nothing may touch
 
 

@@ -8,15 +8,15 @@ runs the ``__init__`` of ``a.b`` (unless the importer lives in ``a.b``), which c
 The layers, lowest first; a module may import its own package and anything in a lower layer:
 
 0. ``pipeline.core``: the schema of ``params.yaml``, errors, files, paths, the CLI helpers and
-   launcher; no torch (tests/test_imports.py). ``pipeline.stages.spec`` (the vocabulary of stage
-   declarations, imported by the run fingerprint in ``training``) belongs here too: it imports
-   nothing of the project, and ``CORE_CODE`` already counts it as code every stage runs.
-1. ``pipeline.runtime``: the process around torch (device, seeds, DDP).
+   launcher, stage code dependencies; no torch (tests/test_imports.py).
+1. ``pipeline.stages.spec`` (the vocabulary of stage declarations: it imports only core) and
+   ``pipeline.runtime`` (the process around torch: device, seeds, DDP).
 2. ``pipeline.data`` and ``pipeline.models``: datasets and networks, neither importing the other.
-3. What computes on models or results: ``regularizers``, ``attacks``, ``analysis``,
-   ``pipeline.readout`` (a logistic-regression head) and ``pipeline.report`` (statistics, tables
-   and figures of metric files; no torch).
-4. ``pipeline.training``: the loop, SSL objectives, checkpoints, fingerprints.
+3. What computes on models or results: ``regularizers``, ``attacks``, ``pipeline.readout`` (a
+   logistic-regression head) and ``pipeline.report`` (statistics, tables and figures of metric
+   files; no torch).
+4. ``pipeline.analysis`` (diagnostics of trained networks, using the regularizers' weight norms)
+   and ``pipeline.training``: the loop, SSL objectives, checkpoints, fingerprints.
 5. ``pipeline.stages`` (one module per DAG stage and their glue) and ``pipeline.experiments``
    (the papers' toy experiments, a DVC sub-project of their own).
 6. The control code that reads the stage declarations: ``pipeline.plan``, ``pipeline.dvcyaml``
@@ -34,13 +34,13 @@ from tests.conftest import REPO
 LAYERS = {
     "pipeline": 0,  # the root package's __init__ (empty)
     "pipeline.core": 0,
-    "pipeline.stages.spec": 0,
+    "pipeline.stages.spec": 1,
     "pipeline.runtime": 1,
     "pipeline.data": 2,
     "pipeline.models": 2,
     "pipeline.regularizers": 3,
     "pipeline.attacks": 3,
-    "pipeline.analysis": 3,
+    "pipeline.analysis": 4,
     "pipeline.readout": 3,
     "pipeline.report": 3,
     "pipeline.training": 4,
