@@ -345,7 +345,10 @@ class AttackSpec(Strict):
         default_factory=lambda: ["tangent", "hsja"], min_length=1
     )
     # Query counts at which each method's best distance so far is recorded.
-    budgets: list[int] = Field(default_factory=lambda: [1000, 2000, 5000, 10_000], min_length=1)
+    # Doubling, so the report can tell whether Δ converged (the last doubling lowers it < 5%).
+    budgets: list[int] = Field(
+        default_factory=lambda: [1000, 2000, 4000, 8000, 16_000], min_length=1
+    )
     iterations: int = Field(40, ge=1)
     # Per-sample query limit of each method; None: the largest budget.
     max_queries: int | None = Field(None, ge=1)
