@@ -102,8 +102,11 @@ def run_attack(
     return {
         "distances": dist.tolist(),
         "success": ok.tolist(),
+        # over the fooled samples; the others are censored (Δ at least anything measured),
+        # counted here and kept in "distances" as inf
         "mean_distance": float(dist[ok].mean()) if ok.any() else math.nan,
         "success_rate": float(ok.mean()),
+        "censored": int((~ok).sum()),
         "mean_queries": float(result.queries.double().mean()),
         "total_queries": int(oracle.total_queries),
     }
