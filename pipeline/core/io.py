@@ -8,11 +8,15 @@ module imports no torch, since every command, the control plane included, writes
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
 import math
 import os
+import shutil
+import tempfile
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -63,3 +67,32 @@ def write_csv(path: str | Path, rows: list[dict]) -> None:
 
 def read_json(path: str | Path) -> Any:
     return json.loads(Path(path).read_text())
+
+
+@contextlib.contextmanager
+def staged_replace(parent: Path, outputs: Sequence[Path]) -> Iterator[Path]:
+    """Write a set of outputs (files and folders named by ``outputs``) into a fresh folder beside
+    them, yielded; on success each replaces its old version, files by an atomic rename, folders
+    by two renames. On failure nothing old is touched and the staging folder is removed.
+
+    Why not one rename of the parent: other stages' outputs may share it (``reports/papers``).
+    """
+    parent = Path(parent)
+    parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".staged-", dir=parent))
+    try:
+        yield staging
+        for final in outputs:
+            new = staging / Path(final).name
+            if not new.exists():
+                continue
+            if new.is_dir():
+                old = Path(str(final) + f".old-{os.getpid()}")
+                if Path(final).exists():
+                    os.replace(final, old)
+                os.replace(new, final)
+                shutil.rmtree(old, ignore_errors=True)
+            else:
+                os.replace(new, final)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)

@@ -6,6 +6,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from pipeline.core import paths
 from pipeline.core.errors import PipelineError
 
 KINDS = ("finetune", "readout")
@@ -33,13 +34,43 @@ def _read(path: Path) -> dict:
     return data
 
 
-def _summaries(root: Path) -> dict[str, dict]:
-    """``run_id`` (the folder below ``root``) -> summary, in sorted order."""
+def planned_runs(cfg) -> dict[str, set[str]]:
+    """Run ids the parameters' DAG produces, per stage kind: what the report may read.
+
+    The matrices of the training and transfer stages, expanded from ``cfg`` alone (the report
+    imports no stage module): a summary of a hand run outside the plan is never averaged in.
+    """
+    ft = cfg.finetune.run
+    pre, ssl = cfg.pretrain.run, cfg.ssl.run if cfg.ssl else None
+    finetune = {
+        paths.finetune_id(t, b, bs, r, s)
+        for t in ft.targets
+        for b in ft.backbones
+        for bs in ft.backbone_seeds
+        for r in ft.regularizers
+        for s in ft.seeds
+    }
+    readout = {
+        paths.readout_id(t, b, bs)
+        for t in ft.targets
+        for b in ft.backbones
+        for bs in ft.backbone_seeds
+    }
+    return {
+        "pretrain": {paths.backbone_id(v, s) for v in pre.variants for s in pre.seeds},
+        "ssl": {paths.backbone_id(v, s) for v in ssl.variants for s in ssl.seeds} if ssl else set(),
+        "finetune": finetune,
+        "readout": readout,
+    }
+
+
+def _summaries(root: Path, planned: set[str] | None = None) -> dict[str, dict]:
+    """``run_id`` (the folder below ``root``) -> summary, in sorted order; only ``planned`` ids
+    when given."""
     if not root.is_dir():
         return {}
-    return {
-        p.parent.relative_to(root).as_posix(): _read(p) for p in sorted(root.rglob("summary.json"))
-    }
+    found = {p.parent.relative_to(root).as_posix(): p for p in sorted(root.rglob("summary.json"))}
+    return {run: _read(p) for run, p in found.items() if planned is None or run in planned}
 
 
 @dataclass(frozen=True)
@@ -116,28 +147,41 @@ def _model(kind: str, run_id: str, summary: dict, attacks: dict, metrics: Path) 
     )
 
 
-def collect_results(metrics: str | Path = "metrics") -> dict:
+def collect_results(
+    metrics: str | Path = "metrics", planned: dict[str, set[str]] | None = None
+) -> dict:
     """``pretrain`` and ``ssl`` rows; ``models``: every finetune and readout run, attacked or not.
 
     Also ``methods`` (attack methods in order of first appearance) and ``budgets`` (query budgets
-    of ``at_queries``, ascending), over all attack summaries.
+    of ``at_queries``, ascending), over the attack summaries. With ``planned``
+    (:func:`planned_runs`), only those runs are read; ``ignored`` counts the others found.
     """
     metrics = Path(metrics)
     models: list[AttackedModel] = []
     methods: list[str] = []
     budgets: set[int] = set()
+    only = planned or {}
+
+    def read(kind: str, root: Path) -> dict[str, dict]:
+        return _summaries(root, only.get(kind) if planned is not None else None)
+
+    ignored = 0
+    if planned is not None:
+        for kind in (*KINDS, "pretrain", "ssl"):
+            ignored += len(_summaries(metrics / kind)) - len(read(kind, metrics / kind))
     for kind in KINDS:
-        attacks = _summaries(metrics / "attack" / kind)
+        attacks = read(kind, metrics / "attack" / kind)
         for attack in attacks.values():
             methods += [m for m in attack.get("methods") or [] if m not in methods]
             budgets |= {int(b) for b in attack.get("budgets") or []}
         models += [
             _model(kind, run_id, summary, attacks, metrics)
-            for run_id, summary in _summaries(metrics / kind).items()
+            for run_id, summary in read(kind, metrics / kind).items()
         ]
     return {
-        "pretrain": list(_summaries(metrics / "pretrain").values()),
-        "ssl": list(_summaries(metrics / "ssl").values()),
+        "pretrain": list(read("pretrain", metrics / "pretrain").values()),
+        "ssl": list(read("ssl", metrics / "ssl").values()),
+        "ignored": ignored,
         "models": models,
         "methods": methods,
         "budgets": sorted(budgets),

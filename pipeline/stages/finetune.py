@@ -40,7 +40,12 @@ STAGES = (
             str(paths.prepared("{target}")),
         ),
         private=(str(paths.checkpoints("finetune", _RUN)),),
-        outs=(str(paths.finetune_model(_RUN)),),
+        # history.json (every column per epoch) is read by the report: declared, so it is cached,
+        # pushed and pulled like every other output.
+        outs=(
+            str(paths.finetune_model(_RUN)),
+            str(paths.stage_metrics("finetune", _RUN) / "history.json"),
+        ),
         metrics=(str(paths.stage_metrics("finetune", _RUN) / "summary.json"),),
         plots=(
             Plot(str(paths.stage_metrics("finetune", _RUN) / "history.csv"), "epoch", "test_acc"),

@@ -29,7 +29,12 @@ STAGES = (
         params=("pretrain.data", "pretrain.model", "pretrain.train", "pretrain.variants.{variant}"),
         deps=("{pretrain.data.root}",),
         private=(str(paths.checkpoints("pretrain", _RUN)),),
-        outs=(str(paths.backbone_model(_RUN)),),
+        # history.json (every column per epoch) is read by the report: declared, so it is cached,
+        # pushed and pulled like every other output.
+        outs=(
+            str(paths.backbone_model(_RUN)),
+            str(paths.stage_metrics("pretrain", _RUN) / "history.json"),
+        ),
         metrics=(str(paths.stage_metrics("pretrain", _RUN) / "summary.json"),),
         plots=(
             Plot(str(paths.stage_metrics("pretrain", _RUN) / "history.csv"), "epoch", "test_acc"),

@@ -6,8 +6,8 @@ import math
 from pathlib import Path
 
 from pipeline.core import paths
-from pipeline.core.io import atomic_write_text, write_csv, write_json
-from pipeline.report.collect import collect_results
+from pipeline.core.io import atomic_write_text, staged_replace, write_csv, write_json
+from pipeline.report.collect import collect_results, planned_runs
 from pipeline.report.figures import (
     plot_pretrain_sigmas,
     plot_queries,
@@ -38,7 +38,8 @@ STAGES = (
     StageSpec(
         name="report",
         command="report",
-        params=("report",),
+        # The matrices say which runs the report reads (a hand run outside them is not).
+        params=("report", "pretrain.run", "ssl.run", "finetune.run"),
         # The whole folder: a config without SSL (say) produces no metrics/ssl.
         deps=(str(paths.METRICS),),
         outs=(str(OUT_MD), str(FIGURES), str(OUT_CSV)),
@@ -50,25 +51,40 @@ STAGES = (
 def run(cfg) -> dict:
     spec = cfg.report
     primary = spec.primary
-    results = collect_results(paths.METRICS)
+    results = collect_results(paths.METRICS, planned_runs(cfg))
     methods, budgets, models = results["methods"], results["budgets"], results["models"]
     variants = summarize_variants(models, methods, budgets, primary.attack)
     tests, convergence = primary_results(
         models, primary, spec.baseline, spec.bootstrap_resamples, spec.seed
     )
     targets = sorted({v["target"] for v in variants})
-    FIGURES.mkdir(parents=True, exist_ok=True)
-    for stale in sorted(FIGURES.glob("*.png")):  # the folder is this stage's output alone
-        stale.unlink()
+    # Everything is written beside the old report and swapped in at the end: a failure (a
+    # corrupt metrics file, a full disk) leaves the previous report and figures as they were.
+    with staged_replace(paths.REPORTS, (OUT_MD, OUT_CSV, HEADLINE, FIGURES)) as staged:
+        out = _write_report(cfg, results, variants, tests, convergence, targets, staged)
+    return out
+
+
+def _write_report(cfg, results, variants, tests, convergence, targets, staged: Path) -> dict:
+    spec, primary = cfg.report, cfg.report.primary
+    methods, budgets, models = results["methods"], results["budgets"], results["models"]
+    figures = staged / FIGURES.name
+    figures.mkdir(parents=True)
 
     lines = [f"# {spec.title}", ""]
     lines += _answer(tests, variants, targets, primary, spec.baseline)
     lines += ["## Convergence of Δ in the query budget", "", convergence_table(convergence), ""]
-    lines += _pretraining(results)
+    if results["ignored"]:
+        lines += [
+            f"{results['ignored']} summaries under metrics/ belong to no run of these parameters' "
+            "DAG (hand runs, other settings) and are not read.",
+            "",
+        ]
+    lines += _pretraining(results, figures)
     for kind in ("finetune", "readout"):
-        lines += _transfer_section(kind, variants, targets, methods, budgets, tests)
+        lines += _transfer_section(kind, variants, targets, methods, budgets, tests, figures)
     lines += _exploratory(models, methods, primary, spec)
-    lines += _tradeoff(variants, targets, primary, spec.baseline)
+    lines += _tradeoff(variants, targets, primary, spec.baseline, figures)
     attack_names = ", ".join(methods) if methods else "the attack"
     lines += [
         "",
@@ -78,9 +94,9 @@ def run(cfg) -> dict:
         "censored (Δ at least as large as anything measured) and kept in every comparison.",
         "",
     ]
-    write_csv(OUT_CSV, [m.row(methods, budgets) for m in models])
-    write_json(HEADLINE, headline(tests, variants))
-    atomic_write_text(OUT_MD, "\n".join(lines))
+    write_csv(staged / OUT_CSV.name, [m.row(methods, budgets) for m in models])
+    write_json(staged / HEADLINE.name, headline(tests, variants))
+    atomic_write_text(staged / OUT_MD.name, "\n".join(lines))
     return {
         "finetune_groups": sum(v["kind"] == "finetune" for v in variants),
         "readout_groups": sum(v["kind"] == "readout" for v in variants),
@@ -146,7 +162,7 @@ def _answer(tests, variants, targets, primary, baseline: str) -> list[str]:
     return lines
 
 
-def _pretraining(results: dict) -> list[str]:
+def _pretraining(results: dict, figures: Path) -> list[str]:
     lines = ["## Pretraining", ""]
     lines.append(
         markdown_table(
@@ -162,7 +178,7 @@ def _pretraining(results: dict) -> list[str]:
         )
     )
     sig = plot_pretrain_sigmas(
-        paths.METRICS / "pretrain", _runs(results["pretrain"]), FIGURES / "pretrain_sigma.png"
+        paths.METRICS / "pretrain", _runs(results["pretrain"]), figures / "pretrain_sigma.png"
     )
     if sig:
         lines += ["", "![Σ σ_max² over training](figures/pretrain_sigma.png)"]
@@ -183,7 +199,7 @@ def _pretraining(results: dict) -> list[str]:
             )
         )
         sig = plot_pretrain_sigmas(
-            paths.METRICS / "ssl", _runs(results["ssl"]), FIGURES / "ssl_sigma.png"
+            paths.METRICS / "ssl", _runs(results["ssl"]), figures / "ssl_sigma.png"
         )
         if sig:
             lines += ["", "![Σ σ_max² over SSL training](figures/ssl_sigma.png)"]
@@ -195,7 +211,7 @@ def _runs(rows: list[dict]) -> list[tuple[str, str]]:
     return [(r["variant"], paths.backbone_id(r["variant"], r.get("seed", 0))) for r in rows]
 
 
-def _transfer_section(kind, variants, targets, methods, budgets, tests) -> list[str]:
+def _transfer_section(kind, variants, targets, methods, budgets, tests, figures) -> list[str]:
     rows = [v for v in variants if v["kind"] == kind]
     if not rows:
         return []
@@ -235,11 +251,11 @@ def _transfer_section(kind, variants, targets, methods, budgets, tests) -> list[
             continue
         name = f"{kind}_{target}.png"
         keys = ("backbone", "regularizer") if finetune else ("backbone",)
-        plot_transfer(trows, keys, FIGURES / name, f"{label} on {target}")
+        plot_transfer(trows, keys, figures / name, f"{label} on {target}")
         lines += [f"![{kind} {target}](figures/{name})", ""]
         name = f"queries_{kind}_{target}.png"
         title = f"{label} on {target}: mean Δ within a query budget"
-        if plot_queries(trows, methods, budgets, FIGURES / name, title):
+        if plot_queries(trows, methods, budgets, figures / name, title):
             lines += [f"![{kind} {target}: Δ against queries](figures/{name})", ""]
     return lines
 
@@ -266,7 +282,7 @@ def _exploratory(models, methods, primary, spec) -> list[str]:
     ]
 
 
-def _tradeoff(variants, targets, primary, baseline: str) -> list[str]:
+def _tradeoff(variants, targets, primary, baseline: str, figures: Path) -> list[str]:
     panels = [
         (
             f"{kind} on {target}",
@@ -275,7 +291,7 @@ def _tradeoff(variants, targets, primary, baseline: str) -> list[str]:
         for target in targets
         for kind in ("finetune", "readout")
     ]
-    if not plot_tradeoff(panels, FIGURES / "tradeoff.png", primary.accuracy_margin, baseline):
+    if not plot_tradeoff(panels, figures / "tradeoff.png", primary.accuracy_margin, baseline):
         return []
     return [
         "## Accuracy against Δ",

@@ -49,7 +49,12 @@ STAGES = (
         ),
         deps=("{ssl.data.root}",),
         private=(str(paths.checkpoints("ssl", _RUN)),),
-        outs=(str(paths.backbone_model(_RUN)),),
+        # history.json (every column per epoch) is read by the report: declared, so it is cached,
+        # pushed and pulled like every other output.
+        outs=(
+            str(paths.backbone_model(_RUN)),
+            str(paths.stage_metrics("ssl", _RUN) / "history.json"),
+        ),
         metrics=(str(paths.stage_metrics("ssl", _RUN) / "summary.json"),),
         plots=(Plot(str(paths.stage_metrics("ssl", _RUN) / "history.csv"), "epoch", "knn_acc"),),
     ),

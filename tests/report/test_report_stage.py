@@ -60,11 +60,29 @@ def build_tree(metrics: Path, n: int = 30, settle: dict | None = None) -> None:
             )
 
 
-def _cfg(**primary):
+BACKBONES = ["none", "rep_spectral", "ll_spectral", "lr"]
+
+
+def _cfg(seeds=SEEDS, **primary):
+    """The report's parameters plus the run matrices that say which runs it reads."""
+    seeds = list(seeds)
     return SimpleNamespace(
         report=ReportSpec(
             title="Synthetic", bootstrap_resamples=999, primary=PrimaryTest(**primary)
-        )
+        ),
+        pretrain=SimpleNamespace(
+            run=SimpleNamespace(variants=["none", "rep_spectral"], seeds=seeds)
+        ),
+        ssl=None,
+        finetune=SimpleNamespace(
+            run=SimpleNamespace(
+                targets=[TARGET],
+                backbones=BACKBONES,
+                backbone_seeds=seeds,
+                regularizers=["none"],
+                seeds=[0],
+            )  # fmt: skip
+        ),
     )
 
 
@@ -141,7 +159,7 @@ def test_one_pretraining_seed_is_not_testable(tmp_path, monkeypatch):
             metrics, "finetune", TARGET, backbone, _distances(rng, 1.0, factor, range(20)),
             regularizer="none", seed=0, backbone_seed=0,
         )  # fmt: skip
-    out = report.run(_cfg())
+    out = report.run(_cfg(seeds=[0]))
     # Twice the distance on every sample, but one trained network per arm: no claim.
     assert out["verdicts"] == {f"finetune:{TARGET}:rep_spectral/none": "not testable"}
 
@@ -214,3 +232,31 @@ def test_a_declared_baseline_replaces_none_and_null_skips(tree):
     md = (tree / "reports" / "transfer.md").read_text()
     assert "| lr/none | ll_spectral/none |" in md  # compared with its declared baseline
     assert "| ll_spectral/none | none/none |" in md
+
+
+def test_runs_outside_the_plan_are_not_read(tree):
+    """A hand run (another finetuning seed) lies in metrics/ but is no instance of the DAG."""
+    rng = np.random.default_rng(5)
+    write_model(
+        tree / "metrics", "finetune", TARGET, "none", _distances(rng, 5.0, 1.0, range(30)),
+        regularizer="none", seed=7, backbone_seed=0, acc=0.1,
+    )  # fmt: skip
+    report.run(_cfg())
+    md = (tree / "reports" / "transfer.md").read_text()
+    assert "1 summaries under metrics/ belong to no run" in md
+    assert "finetune none/none: 5 seeds (5 runs)" in md
+    with (tree / "reports" / "results.csv").open() as f:
+        assert all(row["seed"] != "7" for row in csv.DictReader(f))
+
+
+def test_a_failed_report_leaves_the_previous_one(tree):
+    report.run(_cfg())
+    before = _digest(tree / "reports")
+    bad = tree / "metrics/attack/finetune" / TARGET / "none/backbone_seed1/none/seed0/samples.csv"
+    bad.write_text("idx,dist\n1,2\n")
+    with pytest.raises(PipelineError):
+        report.run(_cfg())
+    assert _digest(tree / "reports") == before
+    assert sorted(p.name for p in (tree / "reports").iterdir()) == [
+        "figures", "headline.json", "results.csv", "transfer.md"
+    ]  # fmt: skip
