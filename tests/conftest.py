@@ -30,9 +30,12 @@ def tiny_params() -> dict:
     for target in params["finetune"]["targets"].values():
         target["data"]["image_size"] = 8
         target["train"].update(epochs=2, batch_size=32, checkpoint_every=5)
-    pre["run"]["seeds"] = [0]  # one pretraining run per variant; pairing tests add seeds
+    # Every supervised variant kind the code has (the default runs fewer), one pretraining run
+    # each; pairing tests add seeds.
+    pre["run"] = {"variants": ["none", "rep_spectral", "rep_spectral_bn", "lr"], "seeds": [0]}
     params["finetune"]["run"].update(backbones=["none", "rep_spectral"], backbone_seeds=[0])
-    params["attack"].update(n_samples=4, iterations=2, max_probes=200)
+    # both attacks (the default runs the declared primary only), so both stay exercised
+    params["attack"].update(n_samples=4, iterations=2, max_probes=200, methods=["tangent", "hsja"])
     if "ssl" in params:
         params["ssl"]["data"]["image_size"] = 8
         params["ssl"]["model"] = pre["model"]
