@@ -20,7 +20,8 @@ from contextlib import nullcontext
 
 from pipeline.core import launch, paths
 from pipeline.core.cli import make_parser, quiet_broken_pipe, report
-from pipeline.core.errors import ConfigError, PipelineError
+from pipeline.core.errors import ConfigError, PipelineError, ResourceError
+from pipeline.core.io import describe_resource_error, resource_cause, resource_errors
 
 # Left out of every stage's code deps (pipeline.core.codedeps):
 NOT_A_STAGE_DEPENDENCY = (
@@ -84,6 +85,17 @@ def _written_folders(spec, item: dict, dump: dict) -> list[str]:
     except KeyError:
         return []
     return sorted({str(Path(p).parent) for p in products} | set(private))
+
+
+def _outputs_text(spec, item: dict, dump: dict, ident: str) -> str:
+    """``the outputs of IDENT (a, b)``: what a stage instance writes, for error messages."""
+    from pipeline.stages.spec import contract
+
+    try:
+        products = contract(spec, item, dump).products if spec is not None else []
+    except KeyError:
+        products = []
+    return f"the outputs of {ident}" + (f" ({', '.join(products)})" if products else "")
 
 
 def _check_item(module, item: dict) -> None:
@@ -174,7 +186,9 @@ def run_stage(command: str, argv: list[str]) -> int:
         if relaunch:
             return launch.relaunch([command, *argv], nproc, ident)
         t0 = time.perf_counter()
-        summary = module.run(cfg, **item) or {}
+        # A refused write the stage did not name itself (a shard tar, a figure) names its outputs.
+        with resource_errors(_outputs_text(spec, item, dump, ident), writing=False):
+            summary = module.run(cfg, **item) or {}
     shown = {k: summary[k] for k in HEADLINE if isinstance(summary.get(k), (int, float))}
     log.info("%s finished in %.1f s %s", ident, time.perf_counter() - t0, shown or "")
     return 0
@@ -201,6 +215,13 @@ def main(argv: list[str] | None = None) -> int:
         return report(exc)
     except BrokenPipeError:
         return quiet_broken_pipe()
+    except Exception as exc:  # disk full, read-only, file-size limit anywhere: one line too
+        cause = resource_cause(exc)
+        if cause is None:
+            raise
+        error = ResourceError(describe_resource_error(cause, None, writing=False))
+        launch.record_child_error(error)
+        return report(error)
 
 
 if __name__ == "__main__":

@@ -25,3 +25,11 @@ class ArtifactError(PipelineError):
 
 class RunLockedError(PipelineError):
     """Another process is running the same stage instance (it holds the run directory's lock)."""
+
+
+class ResourceError(PipelineError):
+    """The machine refused a write: disk full, read-only or forbidden folder, file-size limit.
+
+    The message names the path and the reason; what was there before is kept (every write goes
+    to a temporary name first and is renamed into place only when complete).
+    """

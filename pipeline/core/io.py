@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import errno
 import io
 import json
 import math
@@ -17,10 +18,74 @@ import os
 import shutil
 import tempfile
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
+from pipeline.core.errors import PipelineError, ResourceError
+
 TEMP_MARK = ".tmp-"
+
+# Errors of the machine, not of the code or the data: each is reported as one line naming the
+# path (ResourceError), never as a traceback.
+RESOURCE_ERRNOS = {
+    errno.ENOSPC: "no space left on device",
+    errno.EDQUOT: "disk quota exceeded",
+    errno.EFBIG: "file too large for the file-size limit (see `ulimit -f`) or the file system",
+    errno.EROFS: "read-only file system",
+    errno.EACCES: "permission denied",
+    errno.EPERM: "operation not permitted",
+}
+# Those only a write meets; a denied permission can also be a read's.
+WRITE_ONLY_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS)
+
+
+def resource_cause(exc: BaseException) -> OSError | None:
+    """The resource ``OSError`` behind ``exc``, if any: itself, or one it was raised from
+    (torch's file writer turns a failed ``write`` into a RuntimeError whose context is it)."""
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, OSError) and exc.errno in RESOURCE_ERRNOS:
+            return exc
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
+def describe_resource_error(
+    cause: OSError, path: str | Path | None, kept: str = "", writing: bool = True
+) -> str:
+    """``cannot write PATH: reason (ENAME[, at FILE])[; kept]``: FILE is the one the system
+    refused when it is not ``path`` itself (a temporary name, a folder); ``path`` None: FILE.
+
+    ``writing`` False: the failing call is unknown, so a denied permission (which a read can
+    meet too) is ``cannot access FILE``, not blamed on ``path``.
+    """
+    name = errno.errorcode.get(cause.errno, str(cause.errno))
+    verb = "write"
+    if not writing and cause.errno not in WRITE_ONLY_ERRNOS:
+        verb, path = "access", None
+    file = cause.filename
+    if path is None:
+        path, file = file or "a file", None
+    at = f", at {file}" if file is not None and str(file) != str(path) else ""
+    kept = f"; {kept}" if kept else ""
+    return f"cannot {verb} {path}: {RESOURCE_ERRNOS[cause.errno]} ({name}{at}){kept}"
+
+
+@contextmanager
+def resource_errors(path: str | Path, kept: str = "", writing: bool = True) -> Iterator[None]:
+    """Turn a resource ``OSError`` raised inside (however wrapped) into a ResourceError naming
+    ``path``; any other exception passes unchanged."""
+    try:
+        yield
+    except PipelineError:  # already one line (a ResourceError naming its own file)
+        raise
+    except Exception as exc:
+        cause = resource_cause(exc)
+        if cause is None:
+            raise
+        raise ResourceError(describe_resource_error(cause, path, kept, writing)) from exc
 
 
 def temp_path(path: Path) -> Path:
@@ -28,16 +93,24 @@ def temp_path(path: Path) -> Path:
     return path.with_name(f".{path.name}{TEMP_MARK}{os.getpid()}")
 
 
+def remove_temp(tmp: Path) -> None:
+    """Best effort: a folder that refused the write may refuse the removal too."""
+    with suppress(OSError):
+        tmp.unlink(missing_ok=True)
+
+
 def atomic_write_text(path: str | Path, text: str) -> None:
+    """A failed write (disk full, read-only, ...) is a one-line ResourceError; ``path`` keeps
+    its previous content."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = temp_path(path)
-    try:
-        tmp.write_text(text)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    with resource_errors(path, kept=f"the previous {path.name} (if any) is intact"):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            tmp.write_text(text)
+            os.replace(tmp, path)
+        finally:
+            remove_temp(tmp)
 
 
 def _clean(value: Any) -> Any:

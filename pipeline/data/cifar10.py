@@ -83,8 +83,40 @@ def _key(batch: dict, name: str):
     raise KeyError(name)
 
 
+def _int_label(value) -> int | None:
+    """An integer label, or None for anything else (a float with a fraction, NaN, text)."""
+    if isinstance(value, bool | np.bool_):
+        return None
+    if isinstance(value, int | np.integer):
+        return int(value)
+    if isinstance(value, float | np.floating) and np.isfinite(value) and float(value).is_integer():
+        return int(value)
+    return None
+
+
+def check_pixels(data: np.ndarray, path: Path) -> None:
+    """Pixels must be integers in 0..255: casting floats in [0, 1] to uint8 gives black images,
+    casting larger integers wraps them modulo 256."""
+    if data.dtype == np.uint8:
+        return
+    span = f" spanning {data.min()}..{data.max()}" if data.size and data.dtype.kind in "iuf" else ""
+    if data.dtype.kind not in "iu":
+        raise DatasetError(
+            f"CIFAR-10 batch {path}: data is {data.dtype}{span}; expected uint8 pixels 0..255 "
+            "(pixels of another type or scale are not converted)"
+        )
+    if data.size and (data.min() < 0 or data.max() > 255):
+        raise DatasetError(
+            f"CIFAR-10 batch {path}: data is {data.dtype}{span}; expected uint8 pixels 0..255"
+        )
+
+
 def read_batch(path: Path) -> tuple[np.ndarray, list[int]]:
-    """One pickle batch as ``(N, 32, 32, 3)`` uint8 images and integer labels."""
+    """One pickle batch as ``(N, 32, 32, 3)`` uint8 images and integer labels.
+
+    Integer pixels of a wider type are accepted when they lie in 0..255 (the cast is exact);
+    anything else is refused, naming the file, its dtype and its range.
+    """
     batch = _load_pickle(path)
     if not isinstance(batch, dict):
         raise DatasetError(
@@ -92,17 +124,24 @@ def read_batch(path: Path) -> tuple[np.ndarray, list[int]]:
         )
     try:
         data = np.asarray(_key(batch, "data"))
-        labels = [int(x) for x in _key(batch, "labels")]
+        raw_labels = list(_key(batch, "labels"))
     except (KeyError, TypeError, ValueError):
         raise DatasetError(
             f"malformed CIFAR-10 batch {path}: expected a dict with b'data' (N x 3072 uint8) "
             "and b'labels'"
         ) from None
+    labels = [_int_label(x) for x in raw_labels]
+    if None in labels:
+        i = labels.index(None)
+        raise DatasetError(
+            f"CIFAR-10 batch {path}: label {i} is {raw_labels[i]!r}; expected integers 0..9"
+        )
     if data.ndim != 2 or data.shape[1] != 3072 or len(labels) != data.shape[0]:
         raise DatasetError(
             f"malformed CIFAR-10 batch {path}: data has shape {data.shape} with {len(labels)} "
             "labels; expected N x 3072 uint8 and N labels"
         )
+    check_pixels(data, path)
     images = data.astype(np.uint8).reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
     return np.ascontiguousarray(images), labels
 
@@ -116,7 +155,14 @@ def read_classes(folder: Path) -> list[str]:
         names = _key(_load_pickle(meta), "label_names")
     except (KeyError, TypeError):
         raise DatasetError(f"malformed CIFAR-10 meta {meta}: expected b'label_names'") from None
-    return [n.decode() if isinstance(n, bytes) else str(n) for n in names]
+    try:
+        return [n.decode() if isinstance(n, bytes) else str(n) for n in names]
+    except UnicodeDecodeError as e:
+        raise DatasetError(
+            f"malformed CIFAR-10 meta {meta}: a label name is not UTF-8 ({one_line(e)})"
+        ) from None
+    except TypeError:
+        raise DatasetError(f"malformed CIFAR-10 meta {meta}: expected b'label_names'") from None
 
 
 def open_cifar10(root: str | Path, split: str = "train") -> ArrayDataset:

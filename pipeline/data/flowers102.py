@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from pipeline.core.errors import ConfigError, DatasetError
-from pipeline.data.base import FileListDataset
+from pipeline.data.base import FileListDataset, check_disjoint
 from pipeline.data.matfiles import load_mat, mat_ints
 
 LAYOUT = (
@@ -28,16 +28,30 @@ def open_flowers102(
     root = Path(root).expanduser()
     if not (root / "jpg").is_dir():
         raise DatasetError(f"Oxford Flowers 102 not found at {root}: {LAYOUT}")
-    labels = mat_ints(load_mat(root / "imagelabels.mat", ["labels"], LAYOUT)["labels"])
+    label_file, setid_file = root / "imagelabels.mat", root / "setid.mat"
+    labels = mat_ints(
+        load_mat(label_file, ["labels"], LAYOUT)["labels"], f"{label_file} field labels"
+    )
+    setid = load_mat(setid_file, ["trnid", "valid", "tstid"], LAYOUT)
+    split_ids = {
+        f: mat_ints(setid[f], f"{setid_file} field {f}") for f in ("trnid", "valid", "tstid")
+    }
+    check_disjoint(split_ids, str(setid_file), lambda i: f"image id {i} (jpg/image_{i:05d}.jpg)")
     fields = SPLIT_FIELDS[split] + (("valid",) if split == "train" and include_valid else ())
-    setid = load_mat(root / "setid.mat", ["trnid", "valid", "tstid"], LAYOUT)
-    ids = sorted(i for field in fields for i in mat_ints(setid[field]))
+    ids = sorted(i for field in fields for i in split_ids[field])
     if not labels or min(labels) < 1:
-        raise DatasetError(f"{root / 'imagelabels.mat'} has labels outside 1..102: {LAYOUT}")
+        raise DatasetError(f"{label_file} has labels outside 1..102: {LAYOUT}")
+    # Every label up to the largest names a class (a head output): one without images is an error.
+    missing = sorted(set(range(1, max(labels) + 1)) - set(labels))
+    if missing:
+        raise DatasetError(
+            f"{label_file} has no image with label {missing[0]} but labels up to {max(labels)}: "
+            f"every class 1..N needs images; {LAYOUT}"
+        )
     bad = [i for i in ids if not 1 <= i <= len(labels)]
     if bad:
         raise DatasetError(
-            f"{root / 'setid.mat'} lists image id {bad[0]} but imagelabels.mat has "
+            f"{setid_file} lists image id {bad[0]} but imagelabels.mat has "
             f"{len(labels)} labels: {LAYOUT}"
         )
     samples = [(root / "jpg" / f"image_{i:05d}.jpg", labels[i - 1] - 1) for i in ids]

@@ -57,6 +57,11 @@ def scan_class_folders(
     samples = []
     for c in own:
         files = list_images(split_dir / c)
+        if not files:  # it would be a class (a head output) that no sample can ever teach
+            raise DatasetError(
+                f"class folder {split_dir / c} holds no image files "
+                f"({', '.join(IMAGE_EXTENSIONS)}): add images or remove the folder; {layout}"
+            )
         samples += [(f, index[c]) for f in files[:max_per_class]]
     if not samples:
         raise DatasetError(f"no images in the class folders of {split_dir}: {layout}")

@@ -32,9 +32,26 @@ def load_mat(path: Path, fields: Sequence[str], layout: str) -> dict[str, np.nda
     return {f: content[f] for f in fields}
 
 
-def mat_ints(array: np.ndarray) -> list[int]:
-    """A MATLAB row/column vector of numbers as a flat list of ints."""
-    return [int(x) for x in np.asarray(array).ravel()]
+def mat_ints(array: np.ndarray, where: str) -> list[int]:
+    """A MATLAB row/column vector of whole numbers as a flat list of ints.
+
+    ``where`` (``<file> field <name>``) starts the one-line error for text, NaN, infinities or
+    fractions, which a plain ``int()`` would reject with a traceback or silently truncate.
+    """
+    values = np.asarray(array)
+    if values.dtype.kind not in "iuf":
+        what = "text" if values.dtype.kind in "SU" else f"{values.dtype} values"
+        raise DatasetError(f"{where} holds {what}; expected whole numbers")
+    flat = values.ravel()
+    if values.dtype.kind == "f":
+        bad = np.flatnonzero(~np.isfinite(flat) | (flat != np.round(flat)))
+        if bad.size:
+            k = int(bad[0])
+            raise DatasetError(
+                f"{where} holds {flat[k].item()!r} at position {k + 1} (of {flat.size}); "
+                "expected whole numbers"
+            )
+    return [int(x) for x in flat]
 
 
 def mat_strings(array: np.ndarray) -> list[str]:

@@ -11,6 +11,7 @@ from typing import Any
 
 from pipeline.core.cli import Parser, report
 from pipeline.core.errors import ConfigError, PipelineError
+from pipeline.core.io import resource_errors
 from pipeline.data.shards import write_shards
 from pipeline.data.sources import available_sources, open_source
 
@@ -60,15 +61,17 @@ def shard_main(argv: Sequence[str] | None = None) -> int:
     try:
         options = dict(parse_option(o) for o in args.option)
         dataset = open_source(args.source, args.root, args.split, **options)
-        meta = write_shards(
-            dataset,
-            args.out,
-            maxcount=args.maxcount,
-            prefix=args.prefix,
-            source=args.source,
-            extra_meta={"split": args.split, "options": options},
-            num_workers=args.workers,
-        )
+        # The set is written beside --out and renamed into place: a refused write keeps the old.
+        with resource_errors(args.out, kept="the previous shard set (if any) is intact"):
+            meta = write_shards(
+                dataset,
+                args.out,
+                maxcount=args.maxcount,
+                prefix=args.prefix,
+                source=args.source,
+                extra_meta={"split": args.split, "options": options},
+                num_workers=args.workers,
+            )
     except PipelineError as e:
         return report(e)
     print(

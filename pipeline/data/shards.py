@@ -192,14 +192,21 @@ def _where(sample: dict[str, Any]) -> str:
     return f"{sample.get('__url__', '?')} sample {sample.get('__key__', '?')}"
 
 
-def _label(sample: dict[str, Any]) -> int:
-    """The sample's label, after checking it has both an image and a label entry."""
+def _label(sample: dict[str, Any], num_classes: int) -> int:
+    """The sample's label, after checking it has both an image and a label entry and that the
+    label names one of the set's ``num_classes`` classes (else training fails far from here)."""
     if IMAGE_KEY not in sample or LABEL_KEY not in sample:
         raise DatasetError(f"shard {_where(sample)} lacks .{IMAGE_KEY} or .{LABEL_KEY}: {LAYOUT}")
     try:
-        return int(sample[LABEL_KEY])
+        label = int(sample[LABEL_KEY])
     except ValueError:
         raise DatasetError(f"shard {_where(sample)} has a non-integer label: {LAYOUT}") from None
+    if not 0 <= label < num_classes:
+        raise DatasetError(
+            f"shard {_where(sample)} has label {label}, outside 0..{num_classes - 1} "
+            f"({num_classes} classes in {META_FILE}): {LAYOUT}"
+        )
+    return label
 
 
 def _decode_png(data: bytes, mode: str, where: str) -> Image.Image:
@@ -270,8 +277,8 @@ def _index_shard(path: Path) -> list[tuple[str, dict[str, tuple[int, int]]]]:
     return index
 
 
-def _decode(sample: dict[str, Any], mode: str) -> tuple[Image.Image, int]:
-    label = _label(sample)  # first: it checks that the sample has both members
+def _decode(sample: dict[str, Any], mode: str, num_classes: int) -> tuple[Image.Image, int]:
+    label = _label(sample, num_classes)  # first: it checks that the sample has both members
     return _decode_png(sample[IMAGE_KEY], mode, _where(sample)), label
 
 
@@ -324,7 +331,7 @@ class ShardDataset(Dataset):
                     sample[ext] = handle.read(size)
         except OSError as e:
             raise _shard_error(self.paths[shard], e) from None
-        return _decode(sample, self.mode)
+        return _decode(sample, self.mode, self.num_classes)
 
     def _shard(self, shard: int) -> tuple[int, list, Any]:
         """The index and an open file of ``shard``; one is kept (reads by index are mostly in
@@ -353,7 +360,7 @@ class ShardDataset(Dataset):
         """Every sample in order, each shard read once front to back."""
         for path, count in zip(self.paths, self.counts, strict=True):
             for sample in _read_range(path, 0, count):
-                yield _decode(sample, self.mode)
+                yield _decode(sample, self.mode, self.num_classes)
 
     def training_stream(self, transform: Callable | None, **options) -> ShardStream:
         """This set's training batches for one rank; ``options`` are :class:`ShardStream`'s."""
@@ -544,7 +551,7 @@ class ShardStream(IterableDataset):
         samples = _shuffled(self._samples(segments), self.shards.shuffle_buffer, rng)
         batch = []
         for index, sample in itertools.islice(samples, skip * self.batch_size, None):
-            image, label = _decode(sample, self.shards.mode)
+            image, label = _decode(sample, self.shards.mode, self.shards.num_classes)
             if self.transform is not None:
                 seed = mix_seed(self.augment_seed, self.epoch, index)
                 image = seeded_call(self.transform, image, seed)
@@ -571,7 +578,7 @@ class InMemoryShards(LabeledDataset):
         records = []
         for shard in meta["shards"]:
             for sample in _read_range(shard_dir / shard, 0, None):
-                label = _label(sample)  # first: it checks that the sample has both members
+                label = _label(sample, len(self.classes))  # first: checks both members exist
                 records.append((sample["__key__"], _where(sample), sample[IMAGE_KEY], label))
         if len(records) != int(meta["num_samples"]):
             raise DatasetError(

@@ -97,6 +97,21 @@ def _plain_state(model: nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().cpu() for k, v in inner.state_dict().items()}
 
 
+def _check_finite(state: dict, path: Path) -> None:
+    """A NaN or infinite weight makes every prediction garbage (an attack would then "measure"
+    a robustness of nothing): refuse the file, naming the first such tensor."""
+    for name, value in state.items():
+        if isinstance(value, torch.Tensor) and value.is_floating_point():
+            finite = torch.isfinite(value)
+            if not bool(finite.all()):
+                bad = value[~finite]
+                raise ArtifactError(
+                    f"model file {path} has non-finite weights: {name} holds "
+                    f"{int(bad.isnan().sum())} NaN and {int(bad.isinf().sum())} infinite of "
+                    f"{value.numel()} values (a diverged run?): train it again"
+                )
+
+
 def load_model(
     path: str | Path, map_location: str | torch.device = "cpu"
 ) -> tuple[SplitModel, dict]:
@@ -124,6 +139,7 @@ def load_model(
     head = state.get("head.weight") if isinstance(state, dict) else None
     if not isinstance(head, torch.Tensor) or head.ndim != 2:
         raise foreign("state_dict has no 2-D head.weight")
+    _check_finite(state, path)
     try:
         spec = ModelSpec.model_validate(meta["model"])
         model = build_model(spec, int(meta["in_chans"]), head.shape[0], int(meta["image_size"]))

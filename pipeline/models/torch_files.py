@@ -15,25 +15,29 @@ import numpy as np
 import torch
 
 from pipeline.core.errors import ArtifactError
-from pipeline.core.io import temp_path
+from pipeline.core.io import remove_temp, resource_errors, temp_path
 
 
 def atomic_torch_save(obj: Any, path: str | Path) -> None:
     """Write to a temporary name beside the target, then rename: a crash never leaves half a file.
 
     ``obj`` is first reduced to tensors, numbers, strings and plain containers (see
-    :func:`to_plain`), the only things :func:`load_torch_file` accepts back.
+    :func:`to_plain`), the only things :func:`load_torch_file` accepts back. A refused write
+    (disk full, read-only, file-size limit) is a one-line ResourceError naming ``path``.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     plain = to_plain(obj)
     tmp = temp_path(path)
-    try:
-        torch.save(plain, tmp)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    with resource_errors(path, kept=f"the previous {path.name} (if any) is intact"):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            # A Python file, not a path: torch's own writer reports a failed write as a
+            # RuntimeError without the errno; through Python's the OSError is its context.
+            with open(tmp, "wb") as f:
+                torch.save(plain, f)
+            os.replace(tmp, path)
+        finally:
+            remove_temp(tmp)
 
 
 _NDARRAY = "__ndarray__"
