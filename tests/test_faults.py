@@ -191,7 +191,7 @@ ZERO_WIDTH = ["--set", "ssl.model.widths=[0,16,32,64]"]
     [
         (["pretrain", "--variant", "rep_spectral", "--seed", "0", *EPOCHS_5],
          ["--set pretrain.train.epochs=5", "pretrain.variants.rep_spectral.0.burn_in"]),
-        (["plan", *EPOCHS_5], ["pretrain.variants.rep_spectral.0.burn_in"]),
+        (["plan", *EPOCHS_5], ["pretrain.variants.rep_spectral_bn.0.burn_in"]),  # one the DAG runs
         ([*ATTACK, "--set", "attack.budgets=[200,2000]", "--set", "attack.max_queries=60"],
          ["--set attack.max_queries=60", "attack.max_queries", "2000"]),
         (["plan", "--set", "attack.max_queries=60"], ["attack.max_queries"]),
