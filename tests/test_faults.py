@@ -226,7 +226,7 @@ def test_rules_for_what_runs_are_errors_naming_the_key(ws, tmp_path, capsys, arg
             "--set",
             "finetune.targets.digits_5to9.train.epochs=3",
         ],
-        [*ATTACK, "--set", "attack.max_queries=8000"],
+        [*ATTACK, "--set", "attack.max_queries=32000"],  # above every budget: fine
     ],
 )
 def test_values_a_command_does_not_read_do_not_stop_it(ws, capsys, argv):
