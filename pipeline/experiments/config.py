@@ -142,6 +142,8 @@ class DiagnosticsSettings(Strict):
     thresholds: list[float] = Field(default_factory=lambda: [0.9, 0.99], min_length=1)
     finetune_regularizer: str = "none"
     finetune_seed: int = 0
+    # The pretraining run of each backbone whose diagnostics are computed (one run: descriptive).
+    backbone_seed: int = Field(0, ge=0)
 
     @field_validator("noise_ps")
     @classmethod

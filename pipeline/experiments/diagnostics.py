@@ -1,12 +1,14 @@
 """Representation and weight diagnostics of the main DAG's backbones (LR paper, nuclear-norm paper).
 
-For each backbone ``artifacts/backbones/<name>/model.pt`` (pretrained on the source classes) and
+For each backbone ``artifacts/backbones/<name>/seed<N>/model.pt`` (pretrained on the source
+classes; ``diagnostics.backbone_seed`` picks the pretraining run) and
 the transfer target's prepared shards:
 
 * variance-ratio curve and effective dimension of the backbone's representation of the target
   test set (LR paper Fig. 2);
 * accuracy of a linear classifier on PCA-compressed representations vs k (LR paper Table 5);
-* accuracy of the finetuned model ``artifacts/finetune/<target>/<name>/<reg>/seed<k>/model.pt``
+* accuracy of the finetuned model
+  ``artifacts/finetune/<target>/<name>/backbone_seed<N>/<reg>/seed<k>/model.pt``
   under Gaussian pixel noise (LR paper Table 4) — skipped, and said so, when it does not exist;
 * effective rank and effective sparsity of every weight layer (nuclear-norm paper).
 """
@@ -24,6 +26,7 @@ from pipeline.analysis import (
     representation_diagnostics,
     weight_rows,
 )
+from pipeline.core import paths
 from pipeline.core.errors import DatasetError
 from pipeline.core.io import write_csv, write_json
 from pipeline.data import load_tensors, open_shards, to_pixel_tensor
@@ -35,11 +38,15 @@ log = logging.getLogger(__name__)
 
 
 def backbone_path(s: DiagnosticsSettings, backbone: str) -> Path:
-    return Path(s.artifacts) / "backbones" / backbone / "model.pt"
+    return (
+        Path(s.artifacts) / "backbones" / paths.backbone_id(backbone, s.backbone_seed) / "model.pt"
+    )
 
 
 def finetune_path(s: DiagnosticsSettings, backbone: str) -> Path:
-    run = f"{s.target}/{backbone}/{s.finetune_regularizer}/seed{s.finetune_seed}"
+    run = paths.finetune_id(
+        s.target, backbone, s.backbone_seed, s.finetune_regularizer, s.finetune_seed
+    )
     return Path(s.artifacts) / "finetune" / run / "model.pt"
 
 
