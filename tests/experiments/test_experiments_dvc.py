@@ -137,7 +137,14 @@ def test_dvc_resolves_the_sub_project_and_reads_the_main_dag_outputs():
         assert set(by_name) == expected
         first = cfg.diagnostics.backbones[0]
         deps = {Path(d.fs_path).resolve() for d in by_name[f"diagnostics@{first}"].deps}
-        assert (REPO / "artifacts" / "backbones" / first / "model.pt").resolve() in deps
+        assert (
+            REPO
+            / "artifacts"
+            / "backbones"
+            / first
+            / f"seed{cfg.diagnostics.backbone_seed}"
+            / "model.pt"
+        ).resolve() in deps
         assert any("finetune" in p.parts for p in deps)
         upstream = {s.name for s in graph.successors(by_name["summary"])}
     assert expected - {"summary"} <= upstream
