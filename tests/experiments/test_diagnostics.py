@@ -72,10 +72,14 @@ def _tiny_artifacts(root, with_finetune: bool) -> DiagnosticsSettings:
     meta = {"model": spec.model_dump(), "in_chans": 1, "image_size": 8, "classes": ["a", "b"]}
     torch.manual_seed(0)
     model: SplitModel = build_model(spec, 1, 3, 8)
-    save_model(model, root / "backbones" / "b0" / "model.pt", meta)
+    save_model(model, root / "backbones" / "b0" / "seed0" / "model.pt", meta)
     if with_finetune:
         model.replace_head(2)
-        save_model(model, root / "finetune" / "tiny" / "b0" / "none" / "seed0" / "model.pt", meta)
+        save_model(
+            model,
+            root / "finetune" / "tiny" / "b0" / "backbone_seed0" / "none" / "seed0" / "model.pt",
+            meta,
+        )
     return DiagnosticsSettings(
         out=str(root / "out"), backbones=["b0"], target="tiny", artifacts=str(root),
         image_size=8, ks=[1, 2, 50], noise_ps=[0.5],
