@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path, PurePosixPath
 
 from pipeline.core.cli import make_parser
+from pipeline.core.errors import ConfigError
 from pipeline.core.launch import visible_gpus
 from pipeline.stages.registry import stage_specs
 from pipeline.stages.spec import Contract, contract, gpus, instance_id, items
@@ -88,6 +89,15 @@ def plan(cfg) -> list[StageInstance]:
                 owners |= exact.get(anc, set())
         owners.discard(inst.id)
         inst.upstream = [i.id for i in instances if i.id in owners]
+    seen: dict[str, dict] = {}
+    for inst in instances:  # names may hold "-", the separator of DVC's ids: two items can meet
+        if inst.id in seen and seen[inst.id] != inst.item:
+            raise ConfigError(
+                f"two stage instances share the id {inst.id} ({seen[inst.id]} and {inst.item}): "
+                "rename a variant, target or regularizer so that no name ends where another's "
+                "'-' begins"
+            )
+        seen[inst.id] = inst.item
     return _topological(instances)
 
 

@@ -191,3 +191,32 @@ def test_raw_dataset_elsewhere_names_the_root_it_got():
     message = str(err.value)
     assert "data/cifar10" in message and "got '/mnt/elsewhere'" in message, message
     assert "{" not in message
+
+
+def test_a_baseline_the_dag_does_not_run_is_refused_naming_the_key():
+    params = tiny_params()
+    params["finetune"]["run"]["backbones"] = ["rep_spectral"]  # its baseline `none` not run
+    message = _refusal(params)
+    assert "report.baseline: 'rep_spectral' is compared with 'none'" in message, message
+    params["report"]["primary"]["baselines"] = {"rep_spectral": None}  # declared: not compared
+    validate(params)
+    params["report"]["primary"]["baselines"] = {"rep_spectrall": "none"}
+    assert "report.primary.baselines: unknown backbone 'rep_spectrall'" in _refusal(params)
+
+
+def test_instance_ids_that_would_collide_are_refused():
+    """finetune@T-n-1-0-r-0 is backbone n-1, seed 0, regularizer r and backbone n, seed 1,
+    regularizer 0-r: names may hold "-", DVC's separator."""
+    from pipeline.plan import plan
+
+    params = tiny_params()
+    params["pretrain"]["variants"].update({"n": [], "n-1": []})
+    params["pretrain"]["run"] = {"variants": ["n", "n-1"], "seeds": [0, 1]}
+    params["finetune"]["regularizers"].update({"r": [], "0-r": []})
+    params["finetune"]["run"].update(
+        backbones=["n", "n-1"], backbone_seeds=[0, 1], regularizers=["r", "0-r"], seeds=[0]
+    )
+    params["report"]["baseline"] = "r"
+    params["report"]["primary"]["baselines"] = {"n": None, "n-1": None}
+    with pytest.raises(ConfigError, match="share the id finetune@digits_5to9-n-1-0-r-0"):
+        plan(validate(params))

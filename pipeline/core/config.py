@@ -390,7 +390,8 @@ class PrimaryTest(Strict):
 
     attack: Literal["tangent", "hsja", "best"] = "tangent"
     statistic: Literal["log_ratio_mean_delta", "log_ratio_median_delta"] = "log_ratio_mean_delta"
-    alternative: Literal["greater", "less", "two-sided"] = "greater"
+    # The claim is a larger Δ: "greater" (one-sided) or "two-sided"; a smaller Δ is never a yes.
+    alternative: Literal["greater", "two-sided"] = "greater"
     test: Literal["t", "wilcoxon"] = "t"
     alpha: float = Field(0.05, gt=0, lt=1)
     accuracy_margin: float = Field(0.02, ge=0, le=1)  # non-inferiority margin (absolute)
@@ -461,11 +462,40 @@ class Config(Strict):
                 f"ssl.run.variants; allowed: {', '.join(produced) or '(none)'}"
             )
         self._backbone_seeds_trained()
+        self._report_baselines_run()
         return self
 
     def produced_backbones(self) -> list[str]:
         """Backbones some stage of this run writes: pretrain.run.variants and ssl.run.variants."""
         return [*self.pretrain.run.variants, *(self.ssl.run.variants if self.ssl else [])]
+
+    def _report_baselines_run(self) -> None:
+        """Every backbone the DAG finetunes is compared with a baseline the DAG also runs (or
+        none, declared null): a missing baseline would silently remove the report's answer."""
+        run, report = self.finetune.run, self.report
+        unknown = [b for b in report.primary.baselines if b not in self.backbone_names()]
+        if unknown:
+            raise ValueError(
+                f"report.primary.baselines: unknown backbone {unknown[0]!r}; "
+                f"allowed: {', '.join(self.backbone_names())}"
+            )
+        for backbone in run.backbones:
+            base = report.primary.baselines.get(backbone, report.baseline)
+            if base is not None and base not in run.backbones:
+                key = (
+                    f"report.primary.baselines.{backbone}"
+                    if backbone in report.primary.baselines
+                    else "report.baseline"
+                )
+                raise ValueError(
+                    f"{key}: {backbone!r} is compared with {base!r}, which finetune.run.backbones "
+                    f"does not run; run it, or declare another baseline (null: not compared)"
+                )
+        if run.regularizers and report.baseline not in run.regularizers:
+            raise ValueError(
+                f"report.baseline: {report.baseline!r} is not in finetune.run.regularizers "
+                f"{run.regularizers}: the finetuned variants would have no baseline to pair with"
+            )
 
     def _backbone_seeds_trained(self) -> None:
         """Every (backbone, backbone seed) a finetune reads is trained by some stage of the DAG."""

@@ -166,9 +166,11 @@ def collect_results(
         return _summaries(root, only.get(kind) if planned is not None else None)
 
     ignored = 0
-    if planned is not None:
+    if planned is not None:  # counted by path: a corrupt file of a run outside is never read
         for kind in (*KINDS, "pretrain", "ssl"):
-            ignored += len(_summaries(metrics / kind)) - len(read(kind, metrics / kind))
+            root = metrics / kind
+            runs = {p.parent.relative_to(root).as_posix() for p in root.rglob("summary.json")}
+            ignored += len(runs - only.get(kind, set()))
     for kind in KINDS:
         attacks = read(kind, metrics / "attack" / kind)
         for attack in attacks.values():

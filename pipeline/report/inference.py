@@ -337,14 +337,18 @@ def paired_test(
         boot = hierarchical_bootstrap(units, statistic=statistic, resamples=resamples, seed=seed)
         a = (1 - confidence) / 2
         f = _widening(n, confidence)
+        # A replicate whose resampled cells have no finite distance has no value (NaN): left out
+        # and counted, so one such draw does not empty the interval.
+        missing = int(np.isnan(boot).sum())
         with np.errstate(invalid="ignore"):  # inf unit values (median statistic) give inf/NaN
-            q_lo, q_hi = np.quantile(boot, [a, 1 - a])
-            low, high = float(est - f * (est - q_lo)), float(est + f * (q_hi - est))
+            if missing < boot.size:
+                q_lo, q_hi = np.nanquantile(boot, [a, 1 - a])
+                low, high = float(est - f * (est - q_lo)), float(est + f * (q_hi - est))
         phrase = (
             f"{confidence:.0%} hierarchical bootstrap over {n} pretraining seeds and their samples "
             "(t-widened percentile): about runs of this training recipe, not conditional on "
             "these trained networks"
-        )
+        ) + (f"; {missing} of {boot.size} replicates without a value left out" if missing else "")
     return TestResult(
         statistic, alternative, test, base.estimate, low, high, base.p, n, samples, cv, cb, phrase
     )

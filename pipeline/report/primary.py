@@ -39,7 +39,7 @@ from pipeline.report.inference import (
     paired_test,
     power_paired_t,
 )
-from pipeline.report.samples import read_budget_means, read_distances
+from pipeline.report.samples import read_budget_distances, read_distances
 
 YES, PARTLY, NO = "yes", "partly", "no"
 UNTESTABLE, UNCONVERGED = "not testable", "not converged"
@@ -63,6 +63,7 @@ def compared_with(kind: str, backbone: str, baseline: str, baselines: dict) -> s
 class ModelConvergence:
     model: AttackedModel
     result: Convergence | None  # None: the model was not attacked with the primary attack
+    excluded: int = 0  # samples not fooled within the earlier budget: not in the drop
 
 
 @dataclass(frozen=True)
@@ -105,22 +106,39 @@ def paired_units(
         b = base.get(m.cell)
         if b is None:
             continue
-        if m.test_acc is not None and b.test_acc is not None:
-            accs[m.backbone_seed].append(m.test_acc - b.test_acc)
         dv, db = read_distances(m.samples, method), read_distances(b.samples, method)
         shared = sorted(dv.keys() & db.keys())
-        if shared:
-            v = np.array([dv[i] for i in shared], dtype=float)
-            w = np.array([db[i] for i in shared], dtype=float)
-            cells[m.backbone_seed].append((v, w))
+        if not shared:
+            continue
+        v = np.array([dv[i] for i in shared], dtype=float)
+        w = np.array([db[i] for i in shared], dtype=float)
+        cells[m.backbone_seed].append((v, w))
+        if m.test_acc is not None and b.test_acc is not None:
+            accs[m.backbone_seed].append(m.test_acc - b.test_acc)
     units = [Unit(seed, tuple(c)) for seed, c in sorted(cells.items())]
+    # the same cells as Δ: accuracy is compared on the runs whose distances are
     acc = [float(np.mean(accs[s])) for s in sorted(accs)]
     return units, acc
 
 
 def model_convergence(model: AttackedModel, method: str, threshold: float) -> ModelConvergence:
-    means = read_budget_means(model.samples, method)
-    return ModelConvergence(model, convergence(means, threshold) if means else None)
+    """The drop of mean Δ over the last doubling, on the samples fooled within both budgets: a
+    sample not fooled at the earlier one has no distance there to fall from (counted apart)."""
+    by_budget = read_budget_distances(model.samples, method)
+    if not by_budget:
+        return ModelConvergence(model, None)
+    last = max(by_budget)
+    earlier = [b for b in by_budget if 2 * b <= last]
+    if not earlier:
+        return ModelConvergence(model, convergence({last: math.nan}, threshold))
+    prev = max(earlier)
+    a, z = by_budget[prev], by_budget[last]
+    common = [i for i in a if math.isfinite(a[i]) and math.isfinite(z.get(i, math.nan))]
+    means = {
+        prev: float(np.mean([a[i] for i in common])) if common else math.nan,
+        last: float(np.mean([z[i] for i in common])) if common else math.nan,
+    }
+    return ModelConvergence(model, convergence(means, threshold), excluded=len(a) - len(common))
 
 
 def _converged(mc: ModelConvergence) -> bool:
@@ -132,12 +150,15 @@ def _verdict(
 ) -> tuple[str, str]:
     if test.units < 2:
         return UNTESTABLE, f"{test.units} paired pretraining seed(s); a test needs at least 2"
+    if not math.isfinite(p_holm):
+        return UNTESTABLE, "no p-value (a statistic without a finite value, e.g. a censored median)"
     if unconverged:
         return UNCONVERGED, f"Δ of {unconverged} model(s) still falls with the budget"
-    passed = math.isfinite(p_holm) and p_holm < spec.alpha
-    if not passed:
+    if p_holm > spec.alpha:
         return NO, f"the declared test does not pass (Holm-adjusted p = {p_holm:.3g})"
     ratio = math.exp(test.estimate)
+    if ratio <= 1:  # a two-sided test can pass the other way: that is no claim of larger Δ
+        return NO, f"Δ is smaller than the baseline's (ratio {ratio:.3g}, Holm p = {p_holm:.3g})"
     big = ratio >= spec.min_ratio
     if big and acc.passed:
         return YES, (
@@ -171,8 +192,10 @@ def primary_results(
     for (kind, target, variant), members in groups.items():
         base_name = compared_with(kind, members[0].backbone, baseline, spec.baselines)
         base = groups.get((kind, target, base_name)) if base_name else None
-        if variant == base_name or base is None:
+        if variant == base_name or base_name is None:
             continue
+        if base is None:  # a declared comparison whose baseline did not run: said, not dropped
+            base = []
         units, acc_diffs = paired_units(members, base, spec.attack)
         test = paired_test(
             units, statistic=spec.statistic, alternative=spec.alternative, test=spec.test,
@@ -190,11 +213,12 @@ def primary_results(
         families[(kind, target)].append((variant, base_name, test, acc, unconverged))
     for (kind, target), rows in families.items():
         adjusted = holm([r[2].p for r in rows])
-        m = len(rows)
+        m = max(1, sum(math.isfinite(r[2].p) for r in rows))  # Holm's family: the tested ones
         for (variant, base_name, test, acc, unconverged), p_adj in zip(rows, adjusted, strict=True):
             power = power_paired_t(
-                test.units, math.log(spec.min_ratio), spec.assumed_sd, spec.alpha / m
-            )
+                test.units, math.log(spec.min_ratio), spec.assumed_sd, spec.alpha / m,
+                spec.alternative,
+            )  # fmt: skip
             verdict, reason = _verdict(test, p_adj, acc, unconverged, spec)
             out.append(
                 PrimaryResult(

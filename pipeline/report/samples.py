@@ -10,8 +10,6 @@ import csv
 import math
 from pathlib import Path
 
-import numpy as np
-
 from pipeline.core.errors import PipelineError
 
 BEST = "best"  # the rows holding each sample's best distance over all methods
@@ -47,9 +45,9 @@ def _read(path: Path) -> dict[str, dict[int, float]]:
     return out
 
 
-def read_budget_means(path: Path | None, method: str = BEST) -> dict[int, float]:
-    """Budget -> mean over ``method``'s samples of the best distance found within it; NaN where
-    some sample had not been fooled within that budget (its distance is not yet measured)."""
+def read_budget_distances(path: Path | None, method: str = BEST) -> dict[int, dict[int, float]]:
+    """Budget -> test-split index -> best distance ``method`` found within that many queries;
+    NaN while the sample had not been fooled within it. {} without a file or budget columns."""
     if path is None:
         return {}
     with Path(path).open(newline="") as f:
@@ -57,15 +55,13 @@ def read_budget_means(path: Path | None, method: str = BEST) -> dict[int, float]
         budgets = [
             int(c[2:]) for c in reader.fieldnames or [] if c.startswith("d_") and c[2:].isdigit()
         ]
-        values: dict[int, list[float]] = {b: [] for b in budgets}
+        values: dict[int, dict[int, float]] = {b: {} for b in budgets}
         for row in reader:
             if (row.get("method") or BEST) != method:
                 continue
             for b in budgets:
-                values[b].append(_float(row[f"d_{b}"]))
-    return {
-        b: float(np.mean(v)) if v and np.isfinite(v).all() else math.nan for b, v in values.items()
-    }
+                values[b][int(row["index"])] = _float(row[f"d_{b}"])
+    return values
 
 
 def read_distances(path: Path | None, method: str = BEST) -> dict[int, float]:

@@ -56,7 +56,8 @@ def design_lines(primary, baseline: str, variants: list[dict]) -> list[str]:
         f"of replication: finetuning seeds and test samples are nested in them) at α = "
         f"{primary.alpha:g}, Holm-adjusted across the variants of a target. Interval: "
         f"{level:.0%} hierarchical bootstrap over seeds, then samples within a seed (t-widened "
-        "percentile); for a one-sided test its lower bound is the test's. Accuracy: "
+        "percentile), descriptive: not adjusted for multiplicity, and not the inversion of the "
+        "test (the verdict follows the Holm-adjusted p). Accuracy: "
         f"non-inferiority at margin {primary.accuracy_margin:g} (one-sided {1 - primary.alpha:.0%} "
         f"t lower bound over seeds). The claim checked: Δ ratio ≥ {primary.min_ratio:g}. A model's "
         f"Δ counts as converged when the last doubling of the query budget lowers its mean by "
@@ -84,9 +85,11 @@ def primary_table(rows: list[PrimaryResult], primary) -> str:
         )
     lines.append("")
     lines.append(
-        f"Power: of this design (its number of seeds) to detect a ratio of {primary.min_ratio:g} "
-        f"at Holm's first-step level, if the per-seed sd of the log ratio is "
-        f"{primary.assumed_sd:g} (declared)."
+        f"Power: of the test with this design's number of seeds to reject at Holm's first-step "
+        f"level when the true ratio is {primary.min_ratio:g} and the per-seed sd of the log ratio "
+        f"is {primary.assumed_sd:g} (declared). It is not the chance of a *yes*, which also needs "
+        f"the estimated ratio to reach {primary.min_ratio:g}: about half that at a true ratio of "
+        f"exactly {primary.min_ratio:g}, more above it."
     )
     return "\n".join(lines)
 
@@ -94,18 +97,19 @@ def primary_table(rows: list[PrimaryResult], primary) -> str:
 def convergence_table(convergence: dict[str, ModelConvergence]) -> str:
     """Per attacked model: mean Δ of the primary attack at the last two doubling budgets."""
     lines = [
-        "| model | budget | drop over the last doubling | converged |",
-        "|---|---|---|---|",
+        "| model | budget | drop over the last doubling | not fooled at the earlier budget | converged |",
+        "|---|---|---|---|---|",
     ]
     for mc in convergence.values():
         m, c = mc.model, mc.result
         if c is None:
-            lines.append(f"| {m.kind} {m.run_id} | – | – | no (no per-budget data) |")
+            lines.append(f"| {m.kind} {m.run_id} | – | – | – | no (no per-budget data) |")
             continue
         drop = "not measured" if not math.isfinite(c.drop) else f"{c.drop:.1%}"
         budgets = f"{c.previous} → {c.budget}" if c.previous else str(c.budget)
         lines.append(
-            f"| {m.kind} {m.run_id} | {budgets} | {drop} | {'yes' if c.converged else '**no**'} |"
+            f"| {m.kind} {m.run_id} | {budgets} | {drop} | {mc.excluded} | "
+            f"{'yes' if c.converged else '**no**'} |"
         )
     return "\n".join(lines)
 

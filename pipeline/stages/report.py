@@ -91,7 +91,9 @@ def _write_report(cfg, results, variants, tests, convergence, targets, staged: P
         f"Δ: ℓ2 distance (pixel space [0, 1]) to the decision boundary found by the hard-label "
         f"attacks ({attack_names}); *best* is, per sample, the smallest distance over the "
         "methods. Larger is more robust. A sample an attack did not fool within its budget is "
-        "censored (Δ at least as large as anything measured) and kept in every comparison.",
+        "censored (Δ at least as large as anything measured): the declared test keeps it (see "
+        "docs/methods.md); the descriptive means of the tables are over fooled samples, with the "
+        "censored ones counted beside them.",
         "",
     ]
     write_csv(staged / OUT_CSV.name, [m.row(methods, budgets) for m in models])
@@ -113,7 +115,7 @@ def headline(tests, variants) -> dict:
     for t in tests:
         if t.kind != "finetune":
             continue
-        out[t.variant] = {
+        out[f"{t.target}/{t.variant}"] = {
             "acc": _rounded(_variant_acc(variants, t.kind, t.target, t.variant)),
             "ratio": _rounded(t.ratio),
             "p_holm": _rounded(t.p_holm),
@@ -262,7 +264,8 @@ def _transfer_section(kind, variants, targets, methods, budgets, tests, figures)
 
 def _exploratory(models, methods, primary, spec) -> list[str]:
     """The same paired statistic under the other attacks: exploratory, unadjusted, no verdict."""
-    others = [m for m in ("best", *methods) if m != primary.attack]
+    # with one method, "best" is that method: nothing to add
+    others = [m for m in ("best", *methods) if m != primary.attack and len(methods) > 1]
     rows = []
     for method in others:
         declared = primary.model_copy(update={"attack": method})
