@@ -2,7 +2,7 @@
 
     python benchmarks/attack_vs_art.py                     # 30 digits, budgets 1K/2K/5K/10K
     python benchmarks/attack_vs_art.py --samples 10
-    python benchmarks/attack_vs_art.py --model artifacts/finetune/digits_5to9/none/none/seed0/model.pt \
+    python benchmarks/attack_vs_art.py --model artifacts/finetune/digits_5to9/none/backbone_seed0/none/seed0/model.pt \
         --shards artifacts/prepared/digits_5to9/test      # a model of the default DAG
 
 A 64-128-10 MLP is trained on scikit-learn's digits (pixels in [0, 1]); the attacked samples are

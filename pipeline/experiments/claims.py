@@ -357,5 +357,5 @@ def diagnostics_claims(d: dict[str, dict], reference: str = NONE, lr: str = "lr"
     else:
         claims[2].measured = "finetuned models not found; skipped"
     for c in claims:
-        c.note = "one backbone per variant (the main DAG trains one seed): no spread, no test"
+        c.note = "one pretraining run per variant (diagnostics.backbone_seed): no spread, no test"
     return claims

@@ -37,7 +37,7 @@ from pipeline.core.config import lookup
 
 # What the CLI runs for every stage before ``run`` that can change its result: the schema of
 # params.yaml (its defaults and checks). The rest of the CLI (pipeline/__main__.py: argument
-# parsing and help, the run lock, the torchrun launcher, warm starts, the stage registry)
+# parsing and help, the run lock, the torchrun launcher, the stage registry)
 # decides how and when a stage runs, not what it computes, so it is no stage's dependency.
 RUNNER_MODULES = ("pipeline.core.config",)
 

@@ -1,6 +1,7 @@
-"""``ssl``: self-supervised pretraining (SimCLR or Barlow Twins) of a backbone, one run per variant.
+"""``ssl``: self-supervised pretraining (SimCLR or Barlow Twins) of a backbone, one run per
+(variant, pretraining seed).
 
-The backbone joins the supervised ones under artifacts/backbones/<variant>, so finetune,
+The backbone joins the supervised ones under artifacts/backbones/<variant>/seed<N>, so finetune,
 readout and attack treat it the same way. Monitored by kNN accuracy on the SSL data's test
 split; the final summary adds a logistic-regression readout on frozen features.
 """
