@@ -301,7 +301,8 @@ def finish(log, chosen: list[StageInstance], schedule: Schedule, save_experiment
     status = schedule.status
     counts = {s: sum(v == s for v in status.values()) for s in sorted(set(status.values()))}
     log.info("finished: %s", ", ".join(f"{n} {s}" for s, n in counts.items()))
-    publish_report(REPORT, log)
+    if status.get("report", "ran") in DONE:  # not an earlier run's report when this one failed
+        publish_report(REPORT, log)
     summary = failure_summary(status, schedule.errors)
     if summary:
         # A state, not a raise: the message is the failure, with no traceback of this code.

@@ -239,3 +239,32 @@ def test_a_stage_user_error_is_one_line_without_a_traceback(tmp_path, prefect_ha
     ], out[-3000:]
     assert out.count("Retry") == 0  # a user error is not retried
     assert out.rstrip().endswith(errors[0])
+
+
+def test_crashes_are_retried_as_often_as_asked_user_errors_never(prefect_harness, monkeypatch):
+    from prefect import flow
+
+    from flows.launch import StageFailed
+    from pipeline.plan import StageInstance
+
+    calls: list[int] = []
+
+    def crash(record, inst, devices, log, cpus=None):
+        calls.append(1)
+        raise StageFailed(inst.id, int(inst.item["code"]), ["error: x"])
+
+    monkeypatch.setattr(flow_module, "execute_stage", crash)
+
+    @flow
+    def attempts(code: int, retries: int) -> int:
+        calls.clear()
+        inst = StageInstance(id="s", stage="s", item={"code": code})
+        options = flow_module.retry_options(retries, 0)
+        future = flow_module.run_stage.with_options(**options).submit(".", inst)
+        future.wait()
+        assert future.state.is_failed() and "error: x" in future.state.message
+        return len(calls)
+
+    assert attempts(-9, 2) == 3  # a crash: the first run and two retries
+    assert attempts(-9, 0) == 1
+    assert attempts(2, 2) == 1  # a user error: never retried
