@@ -61,11 +61,20 @@ def child_env(devices: list[int] | None, cpus: int | None = None) -> dict[str, s
 
 
 def run_streaming(
-    cmd: list[str], env: dict[str, str], log, ident: str, cwd: str | None = None, tail: int = 40
+    cmd: list[str],
+    env: dict[str, str],
+    log,
+    ident: str,
+    cwd: str | None = None,
+    tail: int = 40,
+    on_line=None,
 ) -> None:
     """Run ``cmd``, logging every output line as ``[ident] line``; raise StageFailed on error.
 
-    The child gets its own process group so an interrupted flow stops all of its workers.
+    ``on_line(line)`` sees each line first; a line it returns True for is its own (progress)
+    and is not logged. The stage's ``error: ...`` line is not logged either: it becomes the
+    message of StageFailed, the task's failure, so it is shown once. The child gets its own
+    process group so an interrupted flow stops all of its workers.
     """
     last: collections.deque[str] = collections.deque(maxlen=tail)
     proc = subprocess.Popen(
@@ -83,8 +92,10 @@ def run_streaming(
             # tqdm redraws with carriage returns; keep the last state of each line.
             text = raw.decode("utf-8", errors="replace").rstrip("\n")
             line = text.rstrip("\r").rsplit("\r", 1)[-1].rstrip()
-            if line:
-                last.append(line)
+            if not line or (on_line is not None and on_line(line)):
+                continue
+            last.append(line)
+            if not line.startswith("error: "):
                 log.info("[%s] %s", ident, line)
         code = proc.wait()
     except BaseException:
@@ -173,10 +184,24 @@ def temporary_prefect_server(log=None):
             log.info("temporary Prefect server on %s (pid %d), stopped with this flow",
                      url, proc.pid)  # fmt: skip
         with temporary_settings(updates={PREFECT_API_URL: url}):
-            yield url
+            try:
+                yield url
+            finally:
+                _drain_prefect_queues()
     finally:
         if proc is not None:
             _stop(proc)
+
+
+def _drain_prefect_queues() -> None:
+    """Send the logs and events Prefect still queues while its server is up: sent after, each
+    fails ("Error logging to API") and holds the exit for a minute of retries."""
+    from prefect.events.worker import EventsWorker
+    from prefect.logging.handlers import APILogWorker
+
+    for worker in (APILogWorker, EventsWorker):
+        with contextlib.suppress(Exception):
+            worker.drain_all(timeout=10)
 
 
 def _free_port() -> int:

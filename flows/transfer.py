@@ -18,19 +18,18 @@ Parameters follow DVC's model: the workspace's ``params.yaml`` *is* the experime
 
 from __future__ import annotations
 
+import contextlib
 import os
 import queue
-import subprocess
 import sys
 import time
 from fnmatch import fnmatch
 from pathlib import Path
 
-from prefect import flow, get_run_logger, task
-from prefect.artifacts import create_markdown_artifact
+from prefect import allow_failure, flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
-from prefect.states import Cancelled, Completed
+from prefect.states import Cancelled, Completed, Failed
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from flows.launch import (
@@ -41,8 +40,17 @@ from flows.launch import (
     stage_argv,
     temporary_prefect_server,
 )
+from flows.progress import ENV as PROGRESS_ENV
+from flows.progress import StageProgress
+from flows.publish import experiment_name, publish_report, run_label, save_experiment_as, stamp
 from flows.record import DvcRecord
-from pipeline.core.cli import add_params_options, make_parser, quiet_broken_pipe, report
+from pipeline.core.cli import (
+    add_params_options,
+    make_parser,
+    one_line,
+    quiet_broken_pipe,
+    report,
+)
 from pipeline.core.config import load_config
 from pipeline.core.errors import ArtifactError, ConfigError, PipelineError
 from pipeline.core.workspace import WORKSPACE_PARAMS, apply_params, composed_params
@@ -60,7 +68,8 @@ def execute_stage(
 ) -> tuple[str, str]:
     """Run one instance the way ``dvc repro`` would; ``(status, message)``.
 
-    The plain function behind the task, so it can be tested without Prefect.
+    The plain function behind the task, so it can be tested without Prefect. The stage reports
+    its progress on its output (``PIPELINE_PROGRESS``), shown by :mod:`flows.progress`.
     """
     command = record.prepare(inst.id)
     if command == "up to date":
@@ -69,9 +78,13 @@ def execute_stage(
         return "restored", "restored from DVC's run-cache; not run"
     argv = stage_argv(command)
     env = child_env(devices, cpus)
-    env.update({"DVC_ROOT": str(record.root), "DVC_STAGE": inst.id})
+    env.update({"DVC_ROOT": str(record.root), "DVC_STAGE": inst.id, PROGRESS_ENV: inst.id})
     log.info("%s: %s", inst.id, " ".join(argv[1:]))
-    run_streaming(argv, env, log, inst.id, cwd=str(record.root))
+    progress = StageProgress(inst.id, log)
+    try:
+        run_streaming(argv, env, log, inst.id, cwd=str(record.root), on_line=progress.line)
+    finally:
+        progress.close()
     record.commit(inst.id)
     return "ran", "ran and recorded in dvc.lock"
 
@@ -82,6 +95,20 @@ def _retryable(task, task_run, state) -> bool:
     if isinstance(exc, PipelineError):
         return False
     return not (isinstance(exc, StageFailed) and exc.exit_code == PipelineError.exit_code)
+
+
+def retry_options(retries: int, delay: float) -> dict:
+    """Task options for ``retries`` attempts after a crash, none after a user error.
+
+    Prefect itself always gets at least one retry, the count being kept by the condition: with
+    ``retries=0`` Prefect would log a failed state with an empty traceback, a second copy of
+    the task's one-line failure.
+    """
+
+    def condition(task, task_run, state) -> bool:
+        return task_run.run_count <= retries and _retryable(task, task_run, state)
+
+    return dict(retries=max(1, retries), retry_delay_seconds=delay, retry_condition_fn=condition)
 
 
 def stage_state(inst: StageInstance, status: str, message: str, log):
@@ -97,21 +124,23 @@ def stage_state(inst: StageInstance, status: str, message: str, log):
 def run_stage(
     root: str, inst: StageInstance, devices: list[int] | None = None, cpus: int | None = None
 ):
-    """Prefect task: one stage instance; its state says whether it ran, was up to date or restored."""
+    """Prefect task: one stage instance; its state says whether it ran, was up to date or restored.
+
+    A failed stage is a Failed state whose message is the stage's own error line: the UI and
+    the terminal show that line, not a traceback of the flow's code.
+    """
     log = get_run_logger()
     try:
         status, message = execute_stage(DvcRecord(root), inst, devices, log, cpus)
     except StageFailed as exc:
-        log.error("%s", exc)
-        raise
+        return Failed(message=str(exc), data=exc)
     return stage_state(inst, status, message, log)
 
 
 @task(name="not run", cache_policy=NO_CACHE, persist_result=False)
 def not_run(ident: str, reason: str):
     """A visible placeholder for an instance that never ran because an upstream one failed."""
-    get_run_logger().error("%s: not run: %s", ident, reason)
-    return Cancelled(name="Upstream failed", message=reason)
+    return Cancelled(name="Upstream failed", message=f"{ident}: not run: {reason}")
 
 
 # -- the flow ---------------------------------------------------------------------------------
@@ -135,11 +164,9 @@ def _visible_gpus() -> int:
 
 
 def run_name() -> str:
-    """``params.yaml +2 overrides`` and the like: which parameters this flow run used."""
+    """``params.yaml a.b=1 · 2025-05-01 03:56:12Z · 6c7eead``: which parameters, which run."""
     params = flow_run.parameters or {}
-    name = Path(params.get("params") or WORKSPACE_PARAMS).name
-    sets = params.get("overrides") or []
-    return f"{name} " + " ".join(sets) if sets else name
+    return run_label(params.get("params"), params.get("overrides"), stamp())
 
 
 def check_plan(instances: list[StageInstance], device: str, gpus: int) -> None:
@@ -149,16 +176,140 @@ def check_plan(instances: list[StageInstance], device: str, gpus: int) -> None:
         raise ConfigError("cannot run the plan: " + "; ".join(found))
 
 
-def _save_experiment(log, name: str) -> None:
-    """Record the finished run as a DVC experiment, so ``dvc exp show`` lists its metrics."""
-    safe = "".join(c if c.isalnum() or c in "-_" else "-" for c in name).strip("-")[:60]
-    # dvc.lock may be untracked (a first run): include it, it is the run's record.
-    cmd = [sys.executable, "-m", "dvc", "exp", "save", "--force", "-n", f"flow-{safe}"]
-    done = subprocess.run([*cmd, "-I", "dvc.lock"], capture_output=True, text=True, check=False)
-    if done.returncode == 0:
-        log.info("saved as DVC experiment flow-%s (dvc exp show)", safe)
-    else:
-        log.warning("not saved as a DVC experiment: %s", done.stderr.strip().splitlines()[-1:])
+def preflight(params, overrides, only, gpus, pool, log=None) -> tuple:
+    """``(cfg, instances, gpus)`` of the run, every check done and ``params.yaml`` written.
+
+    Everything a user can get wrong fails here, before any stage starts: ``main`` calls it
+    before Prefect starts (one ``error:`` line, no traceback), the flow again (a no-op then;
+    the check for a run started from a deployment).
+    """
+    cfg = load_config(params, overrides)  # a bad parameter fails here, before any work
+    chosen = select(plan(cfg), only)  # the plan's rules too, before params.yaml is written
+    if apply_params(params, overrides) and log is not None:
+        log.info("params.yaml now holds %s %s (DVC's model: the workspace is the experiment)",
+                 params, " ".join(overrides))  # fmt: skip
+    gpus = (0 if pool else _visible_gpus()) if gpus is None else gpus
+    check_plan(chosen, "cpu" if pool else cfg.run.device, gpus)  # a pool's GPUs are its own
+    return cfg, chosen, gpus
+
+
+class Schedule:
+    """Runs each instance once its upstream instances are done and GPUs are free for it.
+
+    Each task is submitted with its upstream tasks' futures as ``wait_for`` (done by then,
+    so nothing waits twice): Prefect records the dependencies and its UI draws the DAG's edges.
+    ``submit(inst, devices, wait_for)`` returns the task's future.
+    """
+
+    def __init__(self, chosen: list[StageInstance], submit, gpus: int, max_parallel: int):
+        self.pending = {i.id: i for i in chosen}
+        self.ids = set(self.pending)
+        self.submit, self.gpus, self.max_parallel = submit, gpus, max_parallel
+        self.devices = DevicePool(gpus)
+        self.status: dict[str, str] = {}
+        self.errors: dict[str, str] = {}  # id: the failed task's message
+        self.futures: dict[str, object] = {}
+        self.running: dict[str, list[int] | None] = {}
+        self.finished: queue.Queue[str] = queue.Queue()
+
+    def run(self) -> dict[str, str]:
+        """``{id: status}``: ran, up to date, restored, failed or upstream failed."""
+        while self.pending or self.running:
+            for inst in list(self.pending.values()):
+                self._consider(inst)
+            if not self.running:
+                break
+            self._collect(self.finished.get())
+        return self.status
+
+    def _consider(self, inst: StageInstance) -> None:
+        ups = [u for u in inst.upstream if u in self.ids]
+        failed = [u for u in ups if self.status.get(u) not in (None, *DONE)]
+        if failed:
+            self._skip(inst, ups, failed)
+        elif len(self.running) < self.max_parallel and all(self.status.get(u) in DONE for u in ups):
+            self._start(inst, ups)
+
+    def _skip(self, inst: StageInstance, ups: list[str], failed: list[str]) -> None:
+        self.status[inst.id] = "upstream failed"
+        del self.pending[inst.id]
+        # allow_failure: the placeholder runs after a failed upstream, and the edge is drawn.
+        wait = [allow_failure(self.futures[u]) for u in ups if u in self.futures]
+        reason = f"upstream {', '.join(failed)} did not complete"
+        future = not_run.with_options(task_run_name=inst.id).submit(inst.id, reason, wait_for=wait)
+        future.wait()
+        self.futures[inst.id] = future
+
+    def _start(self, inst: StageInstance, ups: list[str]) -> None:
+        devices = self.devices.acquire(inst.gpus if (self.gpus and inst.gpus) else 0)
+        if devices is None:
+            return
+        future = self.submit(inst, devices, [self.futures[u] for u in ups])
+        future.add_done_callback(lambda _f, i=inst.id: self.finished.put(i))
+        self.futures[inst.id] = future
+        self.running[inst.id] = devices
+        del self.pending[inst.id]
+
+    def _collect(self, ident: str) -> None:
+        self.devices.release(self.running.pop(ident))
+        future = self.futures[ident]
+        future.wait()
+        state = future.state
+        if state.is_completed():
+            self.status[ident] = state.result(raise_on_failure=False)
+        else:
+            self.status[ident] = "failed"
+            self.errors[ident] = state.message or state.name
+
+
+def _submitter(root: str, job, gpus: int, cpus: int, options: dict):
+    """How the schedule submits an instance: here, or to a pool's workers (``job``)."""
+
+    def submit(inst: StageInstance, devices: list[int] | None, wait_for: list):
+        task_options = dict(task_run_name=inst.id, **options)
+        if job is not None:
+            from flows.pool import pool_stage
+
+            return pool_stage.with_options(**task_options).submit(root, inst, job,
+                                                                  wait_for=wait_for)  # fmt: skip
+        return run_stage.with_options(**task_options).submit(
+            root, inst, devices if gpus else None, cpus, wait_for=wait_for
+        )
+
+    return submit
+
+
+_USER_ERROR = f": exited with status {PipelineError.exit_code}: error: "
+
+
+def failure_summary(status: dict[str, str], errors: dict[str, str]) -> str | None:
+    """One line naming what did not complete and why (the first failures' own messages)."""
+    bad = [i for i, s in status.items() if s not in DONE]
+    if not bad:
+        return None
+    # A user error's own line says it all ("exited with status 2: error:" adds nothing).
+    failed = [one_line(errors.get(i, i)).replace(_USER_ERROR, ": ")[:300]
+              for i in bad if status[i] == "failed"]  # fmt: skip
+    skipped = len(bad) - len(failed)
+    shown = "; ".join(failed[:3]) + (f"; {len(failed) - 3} more failed" if len(failed) > 3 else "")
+    tail = f"{'; ' if shown else ''}{skipped} not run (upstream failed)" if skipped else ""
+    return f"{len(bad)} stage instance(s) did not complete: {shown}{tail}"
+
+
+def finish(log, chosen: list[StageInstance], schedule: Schedule, save_experiment: bool):
+    """Log the tally, publish the report, save the DVC experiment; the flow's return value."""
+    status = schedule.status
+    counts = {s: sum(v == s for v in status.values()) for s in sorted(set(status.values()))}
+    log.info("finished: %s", ", ".join(f"{n} {s}" for s, n in counts.items()))
+    if status.get("report", "ran") in DONE:  # not an earlier run's report when this one failed
+        publish_report(REPORT, log)
+    summary = failure_summary(status, schedule.errors)
+    if summary:
+        # A state, not a raise: the message is the failure, with no traceback of this code.
+        return Failed(message=summary, data=RuntimeError(summary))
+    if save_experiment and counts.get("ran", 0) + counts.get("restored", 0):
+        save_experiment_as(log, experiment_name(flow_run.name or run_name()))
+    return {i.id: status[i.id] for i in chosen}
 
 
 @flow(name="transfer", flow_run_name=run_name, task_runner=ThreadPoolTaskRunner(max_workers=32))
@@ -183,82 +334,24 @@ def transfer(
     here; ``lost_after_s``: seconds without a worker's heartbeat before its stage runs elsewhere.
     """
     log = get_run_logger()
-    overrides = list(overrides or [])
-    cfg = load_config(params, overrides)  # a bad parameter fails here, before any work
-    chosen = select(plan(cfg), only)  # the plan's rules too, before params.yaml is written
-    if apply_params(params, overrides):
-        log.info("params.yaml now holds %s %s (DVC's model: the workspace is the experiment)",
-                 params, " ".join(overrides))  # fmt: skip
-    gpus = (0 if pool else _visible_gpus()) if gpus is None else gpus
-    check_plan(chosen, "cpu" if pool else cfg.run.device, gpus)  # a pool's GPUs are its own
-    job = None
-    if pool:
-        from flows.pool import pool_job, pool_stage
+    try:
+        cfg, chosen, gpus = preflight(params, list(overrides or []), only, gpus, pool, log)
+        job = None
+        if pool:
+            from flows.pool import pool_job
 
-        job = pool_job(pool, Path.cwd(), chosen, cfg.run.device, lost_after_s)
-        max_parallel = max_parallel or 32  # the workers' limits decide how many really run
-    gpu_pool = DevicePool(gpus)
+            job = pool_job(pool, Path.cwd(), chosen, cfg.run.device, lost_after_s)
+            max_parallel = max_parallel or 32  # the workers' limits decide how many really run
+    except PipelineError as exc:  # expected: its one line is the run's failure, no traceback
+        return Failed(message=one_line(exc), data=exc)
     max_parallel = max_parallel or gpus or os.cpu_count() or 2
     cpus = max(1, (os.cpu_count() or 1) // max_parallel)  # each stage's share of the cores
     log.info("%d stage instances; %d GPU(s); up to %d at once", len(chosen), gpus, max_parallel)
-    root = str(Path.cwd())
-    ids = {i.id for i in chosen}
-    pending = {i.id: i for i in chosen}
-    status: dict[str, str] = {}
-    running: dict[str, tuple] = {}
-    finished: queue.Queue[str] = queue.Queue()
-    while pending or running:
-        for inst in list(pending.values()):
-            ups = [u for u in inst.upstream if u in ids]
-            failed = [u for u in ups if status.get(u) not in (None, *DONE)]
-            if failed:
-                status[inst.id] = "upstream failed"
-                not_run.with_options(task_run_name=inst.id).submit(
-                    inst.id, f"upstream {', '.join(failed)} did not complete"
-                ).wait()
-                del pending[inst.id]
-                continue
-            if len(running) >= max_parallel or any(status.get(u) not in DONE for u in ups):
-                continue
-            need = inst.gpus if (gpus and inst.gpus) else 0
-            devices = gpu_pool.acquire(need)
-            if devices is None:
-                continue
-            options = dict(
-                task_run_name=inst.id, retries=retries, retry_delay_seconds=retry_delay_seconds
-            )
-            if job is not None:
-                future = pool_stage.with_options(**options).submit(root, inst, job)
-            else:
-                future = run_stage.with_options(**options).submit(
-                    root, inst, devices if gpus else None, cpus
-                )
-            future.add_done_callback(lambda _f, i=inst.id: finished.put(i))
-            running[inst.id] = (future, devices)
-            del pending[inst.id]
-        if not running:
-            break
-        ident = finished.get()
-        future, devices = running.pop(ident)
-        gpu_pool.release(devices)
-        future.wait()
-        state = future.state
-        status[ident] = state.result(raise_on_failure=False) if state.is_completed() else "failed"
-    counts = {s: sum(v == s for v in status.values()) for s in sorted(set(status.values()))}
-    log.info("finished: %s", ", ".join(f"{n} {s}" for s, n in counts.items()))
-    if REPORT.is_file():
-        create_markdown_artifact(key="transfer-report", markdown=REPORT.read_text(),
-                                 description="reports/transfer.md")  # fmt: skip
-    bad = {i: s for i, s in status.items() if s not in DONE}
-    if bad:
-        raise RuntimeError(
-            f"{len(bad)} stage instance(s) did not complete: "
-            + ", ".join(f"{i} ({s})" for i, s in list(bad.items())[:5])
-            + (" ..." if len(bad) > 5 else "")
-        )
-    if save_experiment and counts.get("ran", 0) + counts.get("restored", 0):
-        _save_experiment(log, run_name())
-    return {i.id: status[i.id] for i in chosen}
+    submit = _submitter(str(Path.cwd()), job, gpus, cpus,
+                        retry_options(retries, retry_delay_seconds))  # fmt: skip
+    schedule = Schedule(chosen, submit, gpus, max_parallel)
+    schedule.run()
+    return finish(log, chosen, schedule, save_experiment)
 
 
 def dry_run(params: str, overrides: list[str], only: list[str] | None = None) -> list[tuple]:
@@ -344,7 +437,9 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         from prefect.logging import get_logger
 
-        with temporary_prefect_server(get_logger("flows.transfer")):  # dies with this process
+        log = get_logger("flows.transfer")
+        preflight(ns.params, ns.overrides, ns.only, ns.gpus, ns.pool, log)  # before Prefect
+        with temporary_prefect_server(log), _log_above_bars():  # the server dies with us
             transfer(
                 params=ns.params,
                 overrides=ns.overrides,
@@ -360,10 +455,25 @@ def main(argv: list[str] | None = None) -> int:
         return report(exc)
     except BrokenPipeError:
         return quiet_broken_pipe()
-    except RuntimeError as exc:  # failed stages; Prefect has logged the details
+    except RuntimeError as exc:  # failed stages: the line names them and their own errors
         print(f"error: {exc}", file=sys.stderr)
         return 1
     return 0
+
+
+@contextlib.contextmanager
+def _log_above_bars():
+    """On a terminal, where running stages draw progress bars (:mod:`flows.progress`), log
+    lines are written above the bars instead of through them."""
+    if not sys.stderr.isatty():
+        yield
+        return
+    import logging
+
+    from tqdm.contrib.logging import logging_redirect_tqdm
+
+    with logging_redirect_tqdm(loggers=[logging.getLogger()]):  # Prefect's console handler
+        yield
 
 
 if __name__ == "__main__":

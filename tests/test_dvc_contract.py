@@ -168,11 +168,12 @@ def test_code_deps_cover_every_imported_module(stage, imported_at_start):
 
 
 def test_code_deps_leave_out_the_runner():
-    """The CLI entry, its parsing and help, the run lock, the launcher, the stage registry and
-    the dependency derivation itself are no stage's dependency."""
+    """The CLI entry, its parsing and help, the run lock, the launcher, the stage registry,
+    the progress display and the dependency derivation itself are no stage's dependency."""
     runner = [
         "pipeline/__main__.py",
         "pipeline/core/cli.py",
+        "pipeline/core/progress.py",
         "pipeline/core/runlock.py",
         "pipeline/core/launch.py",
         "pipeline/core/workspace.py",

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -44,6 +45,19 @@ class AttackResult:
     starts: torch.Tensor  # (B, ...) the adversarial start of each sample (x where none)
     checkpoints: torch.Tensor  # (K,) long, query counts at which the best distance is recorded
     at_queries: torch.Tensor  # (B, K) float32 best distance within checkpoints[k]; inf if none
+
+
+@dataclass(frozen=True)
+class AttackStatus:
+    """Where a batched attack stands, for a progress display (``run_boundary_attack(progress=)``)."""
+
+    iteration: int  # iterations completed (0: after the start phase)
+    iterations: int  # T
+    samples: int  # B
+    done: int  # samples that will run no further iteration (budget spent, or no start found)
+    queries: int  # model queries spent so far, all samples together
+    expected: int  # at most what the batch will spend: spent by done samples, budget of the rest
+    mean_distance: float  # mean best distance over samples with an adversarial point (nan: none)
 
 
 def _norm(v: torch.Tensor) -> torch.Tensor:
@@ -141,6 +155,24 @@ class BoundaryAttack(ABC):
             self._search_and_update(moved, take(k, ok), self.left(moved) - verify)
         self.iterations[run] += 1
         return True
+
+    def status(self, t: int, iterations: int, finished: bool = False) -> AttackStatus:
+        """Where the attack stands after iteration ``t``; reads only (host syncs, no queries)."""
+        reserve = self.steps + 1 + int(self.verify)  # as in :meth:`iterate`
+        running = self.found & (self.left(self.every) > reserve) & (t < iterations)
+        if finished:
+            running = torch.zeros_like(running)
+        spent = self.oracle.count
+        best = self.best_dist[torch.isfinite(self.best_dist)]
+        return AttackStatus(
+            iteration=t,
+            iterations=iterations,
+            samples=self.every.numel(),
+            done=int((~running).sum()),
+            queries=int(spent.sum()),
+            expected=int(torch.where(running, self.budget, spent).sum()),
+            mean_distance=float(best.mean()) if best.numel() else math.nan,
+        )
 
     def finish(self, shape: torch.Size) -> AttackResult:
         if self.verify:
@@ -259,6 +291,7 @@ def run_boundary_attack(
     max_probe_elements: int = 2**25,
     verify: bool = True,
     checkpoints=(),
+    progress: Callable[[AttackStatus], None] | None = None,
 ) -> AttackResult:
     """Run ``attack_cls`` (its step) on a batch ``x`` (shape ``(B, ...)``) with labels ``y``.
 
@@ -280,7 +313,10 @@ def run_boundary_attack(
     every returned point is re-queried once at the end and, should a boundary point have changed
     label (the model's rounding can depend on the batch it is evaluated in), pushed outward
     along its ray until it is adversarial again. ``checkpoints`` are query counts at which the
-    best distance so far is recorded (``result.at_queries``). Same inputs and ``seed`` on the
+    best distance so far is recorded (``result.at_queries``). ``progress``, if given, is called
+    with an :class:`AttackStatus` after the start phase, after each iteration and at the end;
+    it only reads the attack's state, so the result is the same with or without it. Same
+    inputs and ``seed`` on the
     same device give the same result. Runs under ``torch.no_grad``: a hard-label attack never
     needs gradients.
 
@@ -317,7 +353,16 @@ def run_boundary_attack(
     if starts is not None:
         starts = starts.detach().reshape(xs.shape).to(xs.device, torch.float32).clamp(lo, hi)
     attack.start(init_tries, fallback_pool, starts)
+    if progress is not None:
+        progress(attack.status(0, iterations))
+    done = 0
     for t in range(1, iterations + 1):
         if not attack.iterate(t, init_probes, max_probes, max_halvings):
             break
-    return attack.finish(x.shape)
+        done = t
+        if progress is not None:
+            progress(attack.status(t, iterations))
+    result = attack.finish(x.shape)
+    if progress is not None:
+        progress(attack.status(done, iterations, finished=True))
+    return result

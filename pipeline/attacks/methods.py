@@ -8,11 +8,13 @@ its counts audit one method at a time.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import torch
 
-from pipeline.attacks.boundary import AttackResult
+from pipeline.attacks.boundary import AttackResult, AttackStatus
 from pipeline.attacks.hsja import hop_skip_jump
 from pipeline.attacks.oracle import LabelOracle
 from pipeline.attacks.queries import Predict
@@ -27,10 +29,12 @@ def run_methods(
     x: torch.Tensor,
     y: torch.Tensor,
     methods: list[str],
+    progress: Callable[[str, AttackStatus], None] | None = None,
     **settings: Any,
 ) -> dict[str, AttackResult]:
     """Each method of ``methods`` (names of :data:`METHODS`) on ``x``, with the same
-    ``settings`` (keyword arguments of the attack functions), in the order given."""
+    ``settings`` (keyword arguments of the attack functions), in the order given.
+    ``progress(name, status)`` follows each method (``run_boundary_attack(progress=)``)."""
     unknown = [m for m in methods if m not in METHODS]
     if unknown:
         raise ValueError(f"unknown attack methods {unknown}; allowed: {', '.join(METHODS)}")
@@ -38,7 +42,8 @@ def run_methods(
     for name in methods:
         if isinstance(predict, LabelOracle):
             predict.reset_counts()
-        result = METHODS[name](predict, x, y, **settings)
+        report = None if progress is None else partial(progress, name)
+        result = METHODS[name](predict, x, y, progress=report, **settings)
         if isinstance(predict, LabelOracle) and not torch.equal(
             predict.counts(len(x)).to(result.queries.device), result.queries
         ):

@@ -56,17 +56,27 @@ def _uncommitted(path: str) -> bool:
 def apply_params(params: str, overrides: list[str]) -> bool:
     """Write ``--params``/``--set`` into ``params.yaml``; True when it changed.
 
-    Refuses (ConfigError) rather than overwrite uncommitted edits to ``params.yaml``.
+    Refuses (ConfigError) rather than overwrite uncommitted edits to ``params.yaml`` with
+    another file. ``--set`` alone (``params`` is ``params.yaml`` itself) goes on top of the
+    edits, as ``dvc exp run -S`` does: nothing is lost (only comments, as with any write).
     """
     load_config(params, overrides)  # a bad file or override fails here, before anything
     text = composed_params(params, overrides)
     if text is None:
         return False
     current = Path(WORKSPACE_PARAMS)
-    if current.is_file() and not _written_by_us(current) and _uncommitted(WORKSPACE_PARAMS):
+    on_top = Path(params).resolve() == current.resolve()
+    if (
+        not on_top
+        and current.is_file()
+        and not _written_by_us(current)
+        and _uncommitted(WORKSPACE_PARAMS)
+    ):
         raise ConfigError(
-            f"params.yaml has uncommitted edits, and running {params} would replace them; "
-            "commit or stash them (git stash), or run with --params params.yaml"
+            f"params.yaml has uncommitted edits (dvc exp run -S leaves its values there), and "
+            f"running {params} would replace them: commit them (git commit params.yaml), keep "
+            "them as an experiment (dvc exp save) and drop them (git checkout params.yaml), or "
+            "run the edited params.yaml itself (no --params, and --set for what should differ)"
         )
     atomic_write_text(current, text)
     atomic_write_text(APPLIED, _digest(text.encode()))

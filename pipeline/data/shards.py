@@ -71,13 +71,15 @@ def write_shards(
     extra_meta: Mapping[str, Any] | None = None,
     num_workers: int = 0,
     shuffle_seed: int | None = None,
+    progress: Callable[[int], None] | None = None,
 ) -> dict[str, Any]:
     """Write ``dataset`` as ``<out_dir>/<prefix>-NNNNNN.tar`` plus ``meta.json``; return the meta.
 
     With ``shuffle_seed`` the samples are written in an order drawn from it: sources list
     samples class by class, and a stream's shuffle buffer only mixes within a few shards, so a
     set meant for streamed training must be mixed once here (sample ``i`` of the set is source
-    sample ``write_order(n, shuffle_seed)[i]``).
+    sample ``write_order(n, shuffle_seed)[i]``). ``progress(count)`` is called after each
+    sample written.
     Everything goes to a hidden sibling directory first and is renamed into place at the end, so
     ``out_dir`` holds either the previous complete set or the new complete set, never a mix.
     """
@@ -102,7 +104,7 @@ def write_shards(
     tmp.mkdir()
     try:
         meta = _write_into(
-            dataset, tmp, maxcount, prefix, source, extra_meta, num_workers, shuffle_seed
+            dataset, tmp, maxcount, prefix, source, extra_meta, num_workers, shuffle_seed, progress
         )
         replace_dir(tmp, out_dir)
     except BaseException:
@@ -121,7 +123,7 @@ def write_order(n: int, shuffle_seed: int | None) -> list[int] | None:
 
 
 def _write_into(
-    dataset, tmp, maxcount, prefix, source, extra_meta, num_workers, shuffle_seed
+    dataset, tmp, maxcount, prefix, source, extra_meta, num_workers, shuffle_seed, progress=None
 ) -> dict[str, Any]:
     pattern = str(tmp / f"{prefix}-%06d.tar")
     order = write_order(len(dataset), shuffle_seed)
@@ -134,6 +136,8 @@ def _write_into(
         for png, label in encoded:
             sink.write({"__key__": f"{count:09d}", IMAGE_KEY: png, LABEL_KEY: str(label)})
             count += 1
+            if progress is not None:
+                progress(count)
     shards = sorted(p.name for p in tmp.glob(f"{prefix}-*.tar"))
     meta = {
         **dict(extra_meta or {}),

@@ -23,6 +23,7 @@ from pipeline.attacks.summary import sample_rows, summarize
 from pipeline.core import paths
 from pipeline.core.errors import ConfigError
 from pipeline.core.io import write_csv, write_json
+from pipeline.core.progress import Progress
 from pipeline.data.splits import Pixels, example_batch, open_split, pixel_transform
 from pipeline.models import load_model
 from pipeline.models.fused import fuse_batchnorm
@@ -150,13 +151,17 @@ def run(
     )  # fmt: skip
 
     t0 = time.perf_counter()
-    results = run_methods(
-        oracle, x.to(stage.device), y.to(stage.device), spec.methods,
-        iterations=spec.iterations, max_queries=spec.query_limit(), gamma=spec.gamma,
-        init_probes=spec.init_probes, max_probes=spec.max_probes,
-        seed=spec.seed + run_seed, checkpoints=spec.budgets,
-        fallback_pool=None if pool is None else (pool[0].to(stage.device), pool[1].to(stage.device)),
-    )  # fmt: skip
+    limit = spec.query_limit()
+    with Progress(f"attack {run_id}", len(spec.methods) * len(x) * limit, "queries",
+                  enabled=cfg.run.progress) as progress:  # fmt: skip
+        follow = _follow(progress, spec.methods, len(x), limit) if progress.active else None
+        results = run_methods(
+            oracle, x.to(stage.device), y.to(stage.device), spec.methods, progress=follow,
+            iterations=spec.iterations, max_queries=spec.query_limit(), gamma=spec.gamma,
+            init_probes=spec.init_probes, max_probes=spec.max_probes,
+            seed=spec.seed + run_seed, checkpoints=spec.budgets,
+            fallback_pool=None if pool is None else (pool[0].to(stage.device), pool[1].to(stage.device)),
+        )  # fmt: skip
     log.info("attack %s: %s in %.1fs", run_id, "+".join(spec.methods), time.perf_counter() - t0)
 
     out = paths.attack_metrics(kind, run_id)
@@ -173,3 +178,24 @@ def run(
     }
     write_json(out / "summary.json", summary)
     return summary
+
+
+def _follow(progress: Progress, methods: list[str], samples: int, limit: int):
+    """One display for the methods, run one after another: queries spent, of those the methods
+    can still spend (a sample that stops early leaves its budget unspent), samples done, mean Δ."""
+    spent: dict[str, int] = {}
+
+    def report(name: str, status) -> None:
+        spent[name] = status.queries
+        before = sum(q for m, q in spent.items() if m != name)
+        later = len(methods) - methods.index(name) - 1
+        progress.update(
+            before + status.queries,
+            before + status.expected + later * samples * limit,
+            method=name,
+            iteration=f"{status.iteration}/{status.iterations}",
+            samples=f"{status.done}/{status.samples}",
+            delta=status.mean_distance,
+        )
+
+    return report

@@ -15,6 +15,7 @@ from pathlib import Path
 from pipeline.core import paths
 from pipeline.core.errors import ConfigError
 from pipeline.core.io import TEMP_MARK, write_json
+from pipeline.core.progress import Progress
 from pipeline.data import open_source, write_shards
 from pipeline.data.shards import META_FILE, replace_dir
 from pipeline.stages.spec import Arg, StageSpec
@@ -62,17 +63,21 @@ def run(cfg, dataset: str) -> dict:
     staging = target.parent / f".{target.name}{TEMP_MARK}{os.getpid()}-{uuid.uuid4().hex[:8]}"
     staging.mkdir()
     summary = {}
+    total = sum(len(data) for data in opened.values())
     try:
-        for split, data in opened.items():
-            meta = write_shards(
-                data,
-                staging / split,
-                maxcount=cfg.prepare.maxcount,
-                source=out.source,
-                shuffle_seed=out.shuffle_seed,
-            )
-            summary[split] = {"samples": meta["num_samples"], "classes": len(meta["classes"])}
-            log.info("prepared %s/%s: %d samples", dataset, split, meta["num_samples"])
+        with Progress(f"prepare {dataset}", total, "images", enabled=cfg.run.progress) as progress:
+            for split, data in opened.items():
+                before = sum(s["samples"] for s in summary.values())
+                meta = write_shards(
+                    data,
+                    staging / split,
+                    maxcount=cfg.prepare.maxcount,
+                    source=out.source,
+                    shuffle_seed=out.shuffle_seed,
+                    progress=lambda n, b=before, s=split: progress.update(b + n, split=s),
+                )
+                summary[split] = {"samples": meta["num_samples"], "classes": len(meta["classes"])}
+                log.info("prepared %s/%s: %d samples", dataset, split, meta["num_samples"])
         replace_dir(staging, target)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)

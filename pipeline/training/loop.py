@@ -21,9 +21,9 @@ from pathlib import Path
 import torch
 from torch import nn
 from torch.utils.data import Dataset
-from tqdm.auto import tqdm
 
 from pipeline.core.errors import TrainingError
+from pipeline.core.progress import Progress
 from pipeline.data.loaders import EpochBatches
 from pipeline.regularizers.base import Regularizer, StepContext
 from pipeline.runtime import device as runtime
@@ -123,7 +123,7 @@ def _param_groups(module: TrainModule, regularizers: list[Regularizer], optim) -
     return [g for g in groups if g["params"]]
 
 
-# Steps between progress-bar updates: each update reads the running loss back to the host.
+# Steps between reads of the running loss for the progress display (each is a host read).
 LOG_EVERY = 50
 # Order of the device-side running sums (sample-weighted; ``nonfinite`` counts bad steps).
 SUMS = ("loss", "task", "penalty", "correct", "seen", "nonfinite")
@@ -156,10 +156,13 @@ def fit(module: TrainModule, ctx: FitContext) -> list[dict]:
     if _resume(run, ctx):
         return run.history
     _wrap_for_ddp(run, ctx)
-    while run.epoch < ctx.spec.epochs:
-        t0 = time.perf_counter()
-        _train_epoch(run, ctx)
-        _end_epoch(run, ctx, time.perf_counter() - t0)
+    total = ctx.spec.epochs * run.steps_per_epoch
+    with Progress(ctx.desc, total, "steps", enabled=ctx.progress, main=ctx.dist.is_main,
+                  initial=run.global_step) as progress:  # fmt: skip
+        while run.epoch < ctx.spec.epochs:
+            t0 = time.perf_counter()
+            _train_epoch(run, ctx, progress)
+            _end_epoch(run, ctx, time.perf_counter() - t0)
     return run.history
 
 
@@ -297,31 +300,24 @@ def _wrap_for_ddp(run: _Run, ctx: FitContext) -> None:
         run.train_module = nn.parallel.DistributedDataParallel(run.module, device_ids=ids)
 
 
-def _train_epoch(run: _Run, ctx: FitContext) -> None:
+def _train_epoch(run: _Run, ctx: FitContext, progress: Progress) -> None:
     """The rest of epoch ``run.epoch`` from ``run.step_in_epoch``, checkpointing on the way."""
     spec = ctx.spec
     run.module.train()
     active = [r for r in run.regularizers if r.active(run.epoch)]
     loader = run.batches.epoch(run.epoch, skip_steps=run.step_in_epoch)
-    bar = tqdm(
-        loader,
-        total=run.steps_per_epoch,
-        initial=run.step_in_epoch,
-        desc=f"{ctx.desc} epoch {run.epoch + 1}/{spec.epochs}",
-        disable=not (ctx.progress and ctx.dist.is_main),
-        leave=False,
-        dynamic_ncols=True,
-    )
-    for inputs, targets in bar:
+    epoch = f"{run.epoch + 1}/{spec.epochs}"
+    for inputs, targets in loader:
         if run.step_in_epoch >= run.steps_per_epoch:
             break
         _train_step(run, ctx, inputs, targets, active)
-        if not bar.disable and run.global_step % LOG_EVERY == 0:
+        fields = {"epoch": epoch, "step": f"{run.step_in_epoch}/{run.steps_per_epoch}"}
+        if progress.active and run.global_step % LOG_EVERY == 0:
             sums = run.sums.tolist()  # one host read per logging interval
-            bar.set_postfix(loss=f"{sums[0] / max(sums[4], 1):.4f}", refresh=False)
+            fields["loss"] = sums[0] / max(sums[4], 1)
+        progress.update(run.global_step, **fields)
         if run.global_step % spec.checkpoint_every == 0 and run.step_in_epoch < run.steps_per_epoch:
             _checkpoint(run, ctx)
-    bar.close()
 
 
 def _train_step(run: _Run, ctx: FitContext, inputs, targets, active: list[Regularizer]) -> None:

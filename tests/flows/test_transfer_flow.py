@@ -117,6 +117,18 @@ def test_params_file_is_applied_but_never_over_uncommitted_edits(workdir):
     }
     edited = Path("params.yaml").read_text() + "# my edit\n"
     Path("params.yaml").write_text(edited)
-    with pytest.raises(ConfigError, match="uncommitted edits"):
+    with pytest.raises(ConfigError, match="uncommitted edits") as info:
         apply_params("other.yaml", [])
     assert Path("params.yaml").read_text() == edited
+    # What to do, not "run with --params params.yaml" (the default, which could not help).
+    assert "git commit params.yaml" in str(info.value) and "--params params.yaml" not in str(
+        info.value
+    )
+
+    # After `dvc exp run -S attack.n_samples=11` (an uncommitted edit), --set goes on top of it.
+    dvc_edit = yaml.safe_load(Path("params.yaml").read_text())
+    dvc_edit["attack"]["n_samples"] = 11
+    Path("params.yaml").write_text(yaml.safe_dump(dvc_edit))
+    assert apply_params("params.yaml", ["attack.seed=5"])
+    both = yaml.safe_load(Path("params.yaml").read_text())["attack"]
+    assert both["n_samples"] == 11 and both["seed"] == 5
