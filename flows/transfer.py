@@ -30,17 +30,11 @@ from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
-from prefect.states import Cancelled, Completed
+from prefect.states import Cancelled
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from flows.launch import (
-    DevicePool,
-    StageFailed,
-    child_env,
-    run_streaming,
-    stage_argv,
-    temporary_prefect_server,
-)
+from flows.execute import execute_stage, retryable, stage_state
+from flows.launch import DevicePool, StageFailed, temporary_prefect_server
 from flows.record import DvcRecord
 from pipeline.core.cli import add_params_options, make_parser, quiet_broken_pipe, report
 from pipeline.core.config import load_config
@@ -55,45 +49,7 @@ DONE = ("ran", "up to date", "restored")
 # -- one stage instance -----------------------------------------------------------------------
 
 
-def execute_stage(
-    record: DvcRecord, inst: StageInstance, devices: list[int] | None, log, cpus: int | None = None
-) -> tuple[str, str]:
-    """Run one instance the way ``dvc repro`` would; ``(status, message)``.
-
-    The plain function behind the task, so it can be tested without Prefect.
-    """
-    command = record.prepare(inst.id)
-    if command == "up to date":
-        return "up to date", "unchanged since dvc.lock; not run"
-    if command == "restored":
-        return "restored", "restored from DVC's run-cache; not run"
-    argv = stage_argv(command)
-    env = child_env(devices, cpus)
-    env.update({"DVC_ROOT": str(record.root), "DVC_STAGE": inst.id})
-    log.info("%s: %s", inst.id, " ".join(argv[1:]))
-    run_streaming(argv, env, log, inst.id, cwd=str(record.root))
-    record.commit(inst.id)
-    return "ran", "ran and recorded in dvc.lock"
-
-
-def _retryable(task, task_run, state) -> bool:
-    """Retry crashes and lost workers, not mistakes: a user error (exit 2) fails the same way."""
-    exc = state.result(raise_on_failure=False)
-    if isinstance(exc, PipelineError):
-        return False
-    return not (isinstance(exc, StageFailed) and exc.exit_code == PipelineError.exit_code)
-
-
-def stage_state(inst: StageInstance, status: str, message: str, log):
-    """The task's final state, named for what happened: ran, *Up to date* or *Restored*."""
-    log.info("%s: %s", inst.id, message)
-    if status == "ran":
-        return Completed(message=message, data=status)
-    name = "Up to date" if status == "up to date" else "Restored"
-    return Completed(name=name, message=message, data=status)
-
-
-@task(name="stage", cache_policy=NO_CACHE, persist_result=False, retry_condition_fn=_retryable)
+@task(name="stage", cache_policy=NO_CACHE, persist_result=False, retry_condition_fn=retryable)
 def run_stage(
     root: str, inst: StageInstance, devices: list[int] | None = None, cpus: int | None = None
 ):

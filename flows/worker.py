@@ -28,10 +28,8 @@ from __future__ import annotations
 import argparse
 import contextlib
 import fcntl
-import json
 import os
 import socket
-import subprocess
 import sys
 import tempfile
 import threading
@@ -45,40 +43,25 @@ from prefect.runtime import flow_run
 from prefect.states import Completed, Failed
 
 from flows.launch import StageFailed, child_env, run_streaming, stage_argv
+from flows.protocol import (
+    FLOW_NAME,
+    beat_variable,
+    deployment_name,
+    git_head,
+    queue_gpus,
+    result_markdown,
+)
 from flows.record import DvcRecord, MissingObject
 from pipeline.core.errors import ConfigError, PipelineError
 from pipeline.core.io import atomic_write_text
 from pipeline.core.paths import CHECKPOINT_DIR_ENV
 
-FLOW_NAME = "pool-stage"
 WORKER_ENV = "PIPELINE_WORKER_NAME"
 BEAT_ENV = "PIPELINE_POOL_BEAT_S"
-RESULT_FENCE = "```json"
 USER_ERROR = PipelineError.exit_code  # 2: the same on any worker, so never retried
 
 
-def deployment_name(pool: str, queue: str) -> str:
-    return f"{pool}-{queue}"
-
-
-def beat_variable(run_id: str) -> str:
-    return f"pool-beat-{run_id}"
-
-
-def queue_gpus(queue: str) -> int:
-    return int(queue[3:]) if queue.startswith("gpu") else 0
-
-
 # -- one stage instance in this clone ------------------------------------------------------------
-
-
-def git_head(root: Path) -> str:
-    out = subprocess.run(
-        ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=False
-    )
-    if out.returncode != 0:
-        raise ConfigError(f"{root} is not a git checkout; a pool worker runs in a clone")
-    return out.stdout.strip()
 
 
 def needed_outputs(deps: list[str], upstream: dict[str, dict]) -> list[str]:
@@ -206,18 +189,9 @@ def heartbeat(run_id: str, every_s: float) -> Iterator[None]:
 
 def publish(ident: str, result: dict) -> None:
     """The run's outcome as an artifact: readable in the UI, parsed by the flow."""
-    status = "ran" if result["ok"] else f"failed (exit {result['exit_code']})"
-    body = json.dumps(result, indent=1, sort_keys=True)
     create_markdown_artifact(
-        markdown=f"**{ident}** on worker `{result['worker']}`: {status}\n\n{RESULT_FENCE}\n{body}\n```",
-        description=f"{ident}: its dvc.lock entry",
+        markdown=result_markdown(ident, result), description=f"{ident}: its dvc.lock entry"
     )
-
-
-def parse_result(markdown: str) -> dict:
-    """Inverse of :func:`publish`."""
-    start = markdown.index(RESULT_FENCE) + len(RESULT_FENCE)
-    return json.loads(markdown[start : markdown.rindex("```")])
 
 
 @flow(name=FLOW_NAME, flow_run_name="{ident}", persist_result=False, log_prints=True)
