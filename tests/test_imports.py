@@ -103,7 +103,7 @@ def test_default_pretrain_process_imports_torch_only(workdir):
     assert main(["prepare", "--dataset", "digits_0to4"]) == 0  # in this process: not checked
     code = (
         "import json, runpy, sys\n"
-        "sys.argv = ['pipeline', 'pretrain', '--variant', 'none']\n"
+        "sys.argv = ['pipeline', 'pretrain', '--variant', 'none', '--seed', '0']\n"
         "try:\n"
         "    runpy.run_module('pipeline', run_name='__main__', alter_sys=True)\n"
         "except SystemExit as exit:\n"
@@ -111,4 +111,4 @@ def test_default_pretrain_process_imports_torch_only(workdir):
         f"print(json.dumps(sorted(m for m in {HEAVY!r} if m in sys.modules)))\n"
     )
     assert _fresh(code, cwd=workdir) == ["torch"]
-    assert (workdir / "artifacts/backbones/none/model.pt").is_file()
+    assert (workdir / "artifacts/backbones/none/seed0/model.pt").is_file()
