@@ -16,7 +16,8 @@ from pipeline.core import paths
 from pipeline.core.errors import ConfigError
 from pipeline.core.io import TEMP_MARK, write_json
 from pipeline.data import open_source, write_shards
-from pipeline.data.shards import META_FILE, replace_dir
+from pipeline.data.shard_writer import replace_dir
+from pipeline.data.shards import META_FILE
 from pipeline.stages.spec import Arg, StageSpec
 
 log = logging.getLogger(__name__)
