@@ -30,15 +30,10 @@ from pathlib import Path
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
+from flows.execute import execute_stage, retryable, stage_state
 from flows.launch import StageFailed
+from flows.protocol import FLOW_NAME, beat_variable, deployment_name, git_head, parse_result
 from flows.record import DvcRecord
-from flows.worker import (
-    FLOW_NAME,
-    beat_variable,
-    deployment_name,
-    git_head,
-    parse_result,
-)
 from pipeline.core.errors import ConfigError
 from pipeline.plan import StageInstance
 
@@ -167,7 +162,7 @@ def read_result(client, run_id) -> dict | None:
 
 
 def run_on_pool(root: str, inst: StageInstance, job: PoolJob, log) -> tuple[str, str]:
-    """Like :func:`flows.transfer.execute_stage`, with the run on a worker; ``(status, message)``."""
+    """Like :func:`flows.execute.execute_stage`, with the run on a worker; ``(status, message)``."""
     from prefect.client.orchestration import get_client
     from prefect.deployments import run_deployment
 
@@ -211,18 +206,10 @@ def run_on_pool(root: str, inst: StageInstance, job: PoolJob, log) -> tuple[str,
     return "ran", f"ran on worker {result['worker']}; recorded in dvc.lock"
 
 
-def _retryable(task, task_run, state) -> bool:
-    from flows.transfer import _retryable as local_rule
-
-    return local_rule(task, task_run, state)
-
-
 @task(name="stage on pool", cache_policy=NO_CACHE, persist_result=False,
-      retry_condition_fn=_retryable)  # fmt: skip
+      retry_condition_fn=retryable)  # fmt: skip
 def pool_stage(root: str, inst: StageInstance, job: PoolJob):
     """Prefect task: one instance, run on a worker of the pool (or in the flow if it has no model)."""
-    from flows.transfer import execute_stage, stage_state  # the flow module imports this one
-
     log = get_run_logger()
     try:
         if runs_in_flow(inst):

@@ -29,19 +29,11 @@ from pathlib import Path
 from prefect import allow_failure, flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
-from prefect.states import Cancelled, Completed, Failed
+from prefect.states import Cancelled, Failed
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from flows.launch import (
-    DevicePool,
-    StageFailed,
-    child_env,
-    run_streaming,
-    stage_argv,
-    temporary_prefect_server,
-)
-from flows.progress import ENV as PROGRESS_ENV
-from flows.progress import StageProgress
+from flows.execute import execute_stage, retry_options, retryable, stage_state
+from flows.launch import DevicePool, StageFailed, temporary_prefect_server
 from flows.publish import experiment_name, publish_report, run_label, save_experiment_as, stamp
 from flows.record import DvcRecord
 from pipeline.core.cli import (
@@ -63,64 +55,7 @@ DONE = ("ran", "up to date", "restored")
 # -- one stage instance -----------------------------------------------------------------------
 
 
-def execute_stage(
-    record: DvcRecord, inst: StageInstance, devices: list[int] | None, log, cpus: int | None = None
-) -> tuple[str, str]:
-    """Run one instance the way ``dvc repro`` would; ``(status, message)``.
-
-    The plain function behind the task, so it can be tested without Prefect. The stage reports
-    its progress on its output (``PIPELINE_PROGRESS``), shown by :mod:`flows.progress`.
-    """
-    command = record.prepare(inst.id)
-    if command == "up to date":
-        return "up to date", "unchanged since dvc.lock; not run"
-    if command == "restored":
-        return "restored", "restored from DVC's run-cache; not run"
-    argv = stage_argv(command)
-    env = child_env(devices, cpus)
-    env.update({"DVC_ROOT": str(record.root), "DVC_STAGE": inst.id, PROGRESS_ENV: inst.id})
-    log.info("%s: %s", inst.id, " ".join(argv[1:]))
-    progress = StageProgress(inst.id, log)
-    try:
-        run_streaming(argv, env, log, inst.id, cwd=str(record.root), on_line=progress.line)
-    finally:
-        progress.close()
-    record.commit(inst.id)
-    return "ran", "ran and recorded in dvc.lock"
-
-
-def _retryable(task, task_run, state) -> bool:
-    """Retry crashes and lost workers, not mistakes: a user error (exit 2) fails the same way."""
-    exc = state.result(raise_on_failure=False)
-    if isinstance(exc, PipelineError):
-        return False
-    return not (isinstance(exc, StageFailed) and exc.exit_code == PipelineError.exit_code)
-
-
-def retry_options(retries: int, delay: float) -> dict:
-    """Task options for ``retries`` attempts after a crash, none after a user error.
-
-    Prefect itself always gets at least one retry, the count being kept by the condition: with
-    ``retries=0`` Prefect would log a failed state with an empty traceback, a second copy of
-    the task's one-line failure.
-    """
-
-    def condition(task, task_run, state) -> bool:
-        return task_run.run_count <= retries and _retryable(task, task_run, state)
-
-    return dict(retries=max(1, retries), retry_delay_seconds=delay, retry_condition_fn=condition)
-
-
-def stage_state(inst: StageInstance, status: str, message: str, log):
-    """The task's final state, named for what happened: ran, *Up to date* or *Restored*."""
-    log.info("%s: %s", inst.id, message)
-    if status == "ran":
-        return Completed(message=message, data=status)
-    name = "Up to date" if status == "up to date" else "Restored"
-    return Completed(name=name, message=message, data=status)
-
-
-@task(name="stage", cache_policy=NO_CACHE, persist_result=False, retry_condition_fn=_retryable)
+@task(name="stage", cache_policy=NO_CACHE, persist_result=False, retry_condition_fn=retryable)
 def run_stage(
     root: str, inst: StageInstance, devices: list[int] | None = None, cpus: int | None = None
 ):

@@ -21,22 +21,19 @@ While it runs, the worker sets a heartbeat variable every few seconds; a flow th
 declares the worker lost and runs the stage again on another worker, which resumes from the
 last checkpoint when checkpoints live in a folder every worker reaches
 (``$PIPELINE_CHECKPOINT_DIR``, see :func:`pipeline.core.paths.checkpoints`).
+
+This module serves the deployments and runs the flow; steps 1-4 are :mod:`flows.clone_run`, the
+GPU locks :mod:`flows.gpu_locks`, the heartbeat :mod:`flows.heartbeat`, and the names and result
+format it shares with the flow's side :mod:`flows.protocol`.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
-import fcntl
-import json
 import os
 import socket
-import subprocess
 import sys
-import tempfile
-import threading
-import time
-from collections.abc import Iterator
 from pathlib import Path
 
 from prefect import flow, get_run_logger
@@ -44,180 +41,34 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.runtime import flow_run
 from prefect.states import Completed, Failed
 
-from flows.launch import StageFailed, child_env, run_streaming, stage_argv
-from flows.record import DvcRecord, MissingObject
+from flows.clone_run import run_here
+from flows.gpu_locks import gpus_taken
+from flows.heartbeat import heartbeat
+from flows.launch import StageFailed
+from flows.protocol import (
+    FLOW_NAME,
+    deployment_name,
+    git_head,
+    queue_gpus,
+    result_markdown,
+)
+from flows.record import MissingObject
 from pipeline.core.errors import ConfigError, PipelineError
-from pipeline.core.io import atomic_write_text
 from pipeline.core.paths import CHECKPOINT_DIR_ENV
 
-FLOW_NAME = "pool-stage"
 WORKER_ENV = "PIPELINE_WORKER_NAME"
 BEAT_ENV = "PIPELINE_POOL_BEAT_S"
-RESULT_FENCE = "```json"
 USER_ERROR = PipelineError.exit_code  # 2: the same on any worker, so never retried
 
 
-def deployment_name(pool: str, queue: str) -> str:
-    return f"{pool}-{queue}"
-
-
-def beat_variable(run_id: str) -> str:
-    return f"pool-beat-{run_id}"
-
-
-def queue_gpus(queue: str) -> int:
-    return int(queue[3:]) if queue.startswith("gpu") else 0
-
-
-# -- one stage instance in this clone ------------------------------------------------------------
-
-
-def git_head(root: Path) -> str:
-    out = subprocess.run(
-        ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=False
-    )
-    if out.returncode != 0:
-        raise ConfigError(f"{root} is not a git checkout; a pool worker runs in a clone")
-    return out.stdout.strip()
-
-
-def needed_outputs(deps: list[str], upstream: dict[str, dict]) -> list[str]:
-    """Outputs of the upstream entries that the instance reads: a dep, inside one, or holding one."""
-    needed = []
-    for entry in upstream.values():
-        for out in entry.get("outs") or []:
-            path = out["path"]
-            if any(d == path or d.startswith(path + "/") or path.startswith(d + "/") for d in deps):
-                needed.append(path)
-    return needed
-
-
-def run_here(
-    root: Path,
-    ident: str,
-    upstream: dict[str, dict],
-    params_text: str,
-    commit: str,
-    devices: list[int] | None,
-    log,
-) -> dict:
-    """Pull what ``ident`` reads, run it, cache and push its outputs; its new lock entry."""
-    head = git_head(root)
-    if head != commit:
-        raise ConfigError(
-            f"worker clone {root} is at commit {head[:12]}, the flow at {commit[:12]}: "
-            f"run `git fetch && git checkout {commit[:12]}` there"
-        )
-    params = root / "params.yaml"
-    if not params.is_file() or params.read_text() != params_text:
-        atomic_write_text(params, params_text)
-    record = DvcRecord(root)
-    record.write_entries(upstream)
-    deps = record.deps(ident)
-    pulled = needed_outputs(deps, upstream)
-    log.info("%s: pulling %d upstream output(s) from the DVC remote", ident, len(pulled))
-    record.pull(pulled)
-    missing = [d for d in deps if not (root / d).exists()]
-    if missing:
-        record.pull(missing)  # data tracked by a .dvc file, if that is what they are
-        missing = [d for d in missing if not (root / d).exists()]
-    if missing:
-        raise MissingObject(f"cannot pull {missing[0]}: no upstream stage or .dvc file provides it")
-    record.clear(ident)
-    argv = stage_argv(record.command(ident))
-    env = child_env(devices)
-    env.update({"DVC_ROOT": str(root), "DVC_STAGE": ident})
-    log.info("%s: %s", ident, " ".join(argv[1:]))
-    run_streaming(argv, env, log, ident, cwd=str(root))
-    record.commit(ident)
-    record.push(ident)
-    return record.entry(ident)
-
-
-# -- GPUs and heartbeat ---------------------------------------------------------------------------
-
-
-@contextlib.contextmanager
-def gpus_taken(count: int, poll_s: float = 2.0) -> Iterator[list[int] | None]:
-    """``count`` GPU indices held by file locks for the run; waits while others hold them."""
-    if count == 0:
-        yield None
-        return
-    from pipeline.core.launch import visible_gpus
-
-    visible = visible_gpus()
-    if count > visible:
-        raise ConfigError(f"this stage needs {count} GPUs, this worker sees {visible}")
-    folder = Path(tempfile.gettempdir())
-    held: list[tuple[int, object]] = []
-    try:
-        while len(held) < count:
-            for index in range(visible):
-                if len(held) == count or any(i == index for i, _ in held):
-                    continue
-                handle = open(folder / f"pipeline-gpu-{index}.lock", "w")  # noqa: SIM115
-                try:
-                    fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                    held.append((index, handle))
-                except BlockingIOError:
-                    handle.close()
-            if len(held) < count:
-                for _, handle in held:  # never sit on some GPUs while waiting for more
-                    handle.close()
-                held.clear()
-                time.sleep(poll_s)
-        yield sorted(i for i, _ in held)
-    finally:
-        for _, handle in held:
-            handle.close()
-
-
-@contextlib.contextmanager
-def heartbeat(run_id: str, every_s: float) -> Iterator[None]:
-    """A variable that changes every ``every_s`` seconds while this run is alive."""
-    from prefect.client.orchestration import get_client
-    from prefect.client.schemas.actions import VariableCreate, VariableUpdate
-
-    name = beat_variable(run_id)
-    stop = threading.Event()
-
-    def beat() -> None:
-        count = 0
-        with get_client(sync_client=True) as client:
-            while not stop.is_set():
-                count += 1
-                with contextlib.suppress(Exception):  # a missed beat is not an error
-                    if count == 1:
-                        client.create_variable(VariableCreate(name=name, value=count))
-                    else:
-                        client.update_variable(VariableUpdate(name=name, value=count))
-                stop.wait(every_s)
-            with contextlib.suppress(Exception):
-                client.delete_variable_by_name(name)
-
-    thread = threading.Thread(target=beat, name="pool-heartbeat", daemon=True)
-    thread.start()
-    try:
-        yield
-    finally:
-        stop.set()
-        thread.join(timeout=10)
+# -- a run of the pool's flow -------------------------------------------------------------------
 
 
 def publish(ident: str, result: dict) -> None:
     """The run's outcome as an artifact: readable in the UI, parsed by the flow."""
-    status = "ran" if result["ok"] else f"failed (exit {result['exit_code']})"
-    body = json.dumps(result, indent=1, sort_keys=True)
     create_markdown_artifact(
-        markdown=f"**{ident}** on worker `{result['worker']}`: {status}\n\n{RESULT_FENCE}\n{body}\n```",
-        description=f"{ident}: its dvc.lock entry",
+        markdown=result_markdown(ident, result), description=f"{ident}: its dvc.lock entry"
     )
-
-
-def parse_result(markdown: str) -> dict:
-    """Inverse of :func:`publish`."""
-    start = markdown.index(RESULT_FENCE) + len(RESULT_FENCE)
-    return json.loads(markdown[start : markdown.rindex("```")])
 
 
 @flow(name=FLOW_NAME, flow_run_name="{ident}", persist_result=False, log_prints=True)

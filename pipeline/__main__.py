@@ -101,7 +101,8 @@ def _outputs_text(spec, item: dict, dump: dict, ident: str) -> str:
 def _check_item(module, item: dict) -> None:
     """Names given on the command line become path components, seeds reach the generators:
     both are checked before anything is created (a name's membership is the stage's check)."""
-    from pipeline.core.config import check_name, check_seed
+    from pipeline.core.config import check_name
+    from pipeline.core.config_rules import check_seed
 
     for arg in module.ARGS:
         value = item[arg.name]
@@ -139,7 +140,8 @@ def _check_writes_inside(spec, item: dict, dump: dict, ident: str) -> None:
 
 
 def run_stage(command: str, argv: list[str]) -> int:
-    from pipeline.core.config import check_reads, load_config
+    from pipeline.core.config import load_config
+    from pipeline.core.config_rules import check_reads
     from pipeline.stages.spec import contract, gpus, instance_id
 
     module = _stage_module(command)

@@ -53,10 +53,10 @@ def _ancestors(path: str) -> list[str]:
 def plan(cfg) -> list[StageInstance]:
     """The DAG of ``cfg``: instances in a valid execution order, each naming its upstream ids.
 
-    The cross-key rules (:func:`~pipeline.core.config.check_reads`) are checked for what every
+    The cross-key rules (:func:`~pipeline.core.config_rules.check_reads`) are checked for what every
     instance reads, so the plan, the flow and its dry run refuse what one of its stages would.
     """
-    from pipeline.core.config import check_reads
+    from pipeline.core.config_rules import check_reads
 
     dump = cfg.model_dump(mode="json")
     instances = [

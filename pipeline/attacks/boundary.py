@@ -323,36 +323,19 @@ def run_boundary_attack(
     The start phase draws from the generator first, so two attacks run with the same ``seed``
     on the same inputs start from the same points.
     """
-    if x.dim() < 2:
-        raise ValueError(f"x must be a batch (B, ...), got shape {tuple(x.shape)}")
-    if iterations < 0 or init_probes < 1 or max_probes < 1 or gamma <= 0 or max_halvings < 0:
-        raise ValueError("need iterations, max_halvings >= 0; init/max_probes >= 1; gamma > 0")
-    lo, hi = float(box[0]), float(box[1])
-    if not lo < hi:
-        raise ValueError(f"box must satisfy lo < hi, got {box}")
-    xs = x.detach().reshape(x.shape[0], -1).to(torch.float32)
-    if bool(((xs < lo) | (xs > hi)).any()):
-        raise ValueError(f"x must lie inside the box {box}")
-    y = torch.as_tensor(y, device=x.device).long().reshape(-1)
-    if y.shape[0] != x.shape[0]:
-        raise ValueError(f"y has {y.shape[0]} labels for {x.shape[0]} inputs")
-    if any(int(c) < 0 for c in checkpoints):
-        raise ValueError("checkpoints must be non-negative query counts")
-
+    _check_options(iterations, init_probes, max_probes, gamma, max_halvings, checkpoints)
+    xs, y, box, starts = _inputs(x, y, box, starts)
     attack = attack_cls(
-        AdversarialQueries(predict, y, tuple(x.shape[1:])),
-        xs,
-        query_budget(max_queries, x.shape[0], x.device),
-        gamma=gamma,
-        box=(lo, hi),
-        seed=seed,
-        max_probe_elements=max_probe_elements,
-        verify=verify,
-        checkpoints=checkpoints,
-    )
-    if starts is not None:
-        starts = starts.detach().reshape(xs.shape).to(xs.device, torch.float32).clamp(lo, hi)
+        AdversarialQueries(predict, y, tuple(x.shape[1:])), xs,
+        query_budget(max_queries, x.shape[0], x.device), gamma=gamma, box=box, seed=seed,
+        max_probe_elements=max_probe_elements, verify=verify, checkpoints=checkpoints,
+    )  # fmt: skip
     attack.start(init_tries, fallback_pool, starts)
+    return _iterate(attack, x.shape, iterations, init_probes, max_probes, max_halvings, progress)
+
+
+def _iterate(attack, shape, iterations, init_probes, max_probes, max_halvings, progress):
+    """Steps 1..T (until no sample can go on), telling ``progress`` after each, then the result."""
     if progress is not None:
         progress(attack.status(0, iterations))
     done = 0
@@ -362,7 +345,33 @@ def run_boundary_attack(
         done = t
         if progress is not None:
             progress(attack.status(t, iterations))
-    result = attack.finish(x.shape)
+    result = attack.finish(shape)
     if progress is not None:
         progress(attack.status(done, iterations, finished=True))
     return result
+
+
+def _check_options(iterations, init_probes, max_probes, gamma, max_halvings, checkpoints) -> None:
+    if iterations < 0 or init_probes < 1 or max_probes < 1 or gamma <= 0 or max_halvings < 0:
+        raise ValueError("need iterations, max_halvings >= 0; init/max_probes >= 1; gamma > 0")
+    if any(int(c) < 0 for c in checkpoints):
+        raise ValueError("checkpoints must be non-negative query counts")
+
+
+def _inputs(x: torch.Tensor, y, box, starts: torch.Tensor | None):
+    """The batch as float32 rows ``(B, d)`` inside the box, labels as a long vector, the box as
+    floats and the starts as rows clipped to it; ValueError for a batch that does not fit."""
+    if x.dim() < 2:
+        raise ValueError(f"x must be a batch (B, ...), got shape {tuple(x.shape)}")
+    lo, hi = float(box[0]), float(box[1])
+    if not lo < hi:
+        raise ValueError(f"box must satisfy lo < hi, got {box}")
+    xs = x.detach().reshape(x.shape[0], -1).to(torch.float32)
+    if bool(((xs < lo) | (xs > hi)).any()):
+        raise ValueError(f"x must lie inside the box {box}")
+    y = torch.as_tensor(y, device=x.device).long().reshape(-1)
+    if y.shape[0] != x.shape[0]:
+        raise ValueError(f"y has {y.shape[0]} labels for {x.shape[0]} inputs")
+    if starts is not None:
+        starts = starts.detach().reshape(xs.shape).to(xs.device, torch.float32).clamp(lo, hi)
+    return xs, y, (lo, hi), starts

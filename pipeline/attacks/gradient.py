@@ -64,34 +64,57 @@ def estimate_normals(
     sums = torch.zeros(a, 2, d, device=dev)  # [Σ δu, Σ φ δu] per sample
     for s0 in range(0, a, group):
         s = slice(s0, min(a, s0 + group))
-        g = s.stop - s.start
         center = xb[s].unsqueeze(1)
         # A step of length δ moves no coordinate by more than δ: clip only if one can leave.
         reach = float(delta[s].max())
         clips = float(center.amin()) - lo < reach or hi - float(center.amax()) < reach
         for j in range(0, n_max, width):
             m = min(width, n_max - j)
-            mask = (j + torch.arange(m, device=dev)).unsqueeze(0) < n_probes[s].unsqueeze(1)
-            u = buffers.get("u", g, m, d).normal_(generator=gen)
-            norms = torch.linalg.vector_norm(u, dim=2, keepdim=True).clamp_min_(1e-12)
-            u.mul_(delta[s].view(g, 1, 1) / norms)
-            probes = torch.add(center, u, out=buffers.get("probes", g, m, d))
-            if clips:
-                probes.clamp_(lo, hi)
-                torch.sub(probes, center, out=u)  # the step actually probed after clipping
-            rows = mask.reshape(-1).nonzero().squeeze(1)
-            owners = run[s].repeat_interleave(m)[rows]
-            phi = torch.zeros(g * m, device=dev)
-            flat = probes.view(g * m, d)
-            adv = queries.adversarial(
-                flat if rows.numel() == g * m else flat.index_select(0, rows), owners
-            )
-            phi[rows] = adv.float() * 2 - 1
-            phi = phi.view(g, m)
-            sum_phi[s] += phi.sum(dim=1)
-            sums[s] += torch.bmm(torch.stack([mask.float(), phi], dim=1), u)
+            phi_sum, chunk_sums = _probe_slice(
+                queries, center, run[s], n_probes[s], delta[s], j, m,
+                clips=clips, gen=gen, buffers=buffers, box=box,
+            )  # fmt: skip
+            sum_phi[s] += phi_sum
+            sums[s] += chunk_sums
     count = n_probes.float().clamp_min(1)
     mean_phi = (sum_phi / count).unsqueeze(1)
     agree = mean_phi.abs() == 1
     grad = torch.where(agree, mean_phi * sums[:, 0], sums[:, 1] - mean_phi * sums[:, 0])
     return grad / torch.linalg.vector_norm(grad, dim=1).clamp_min(1e-30).unsqueeze(1)
+
+
+def _probe_slice(
+    queries: AdversarialQueries,
+    center: torch.Tensor,
+    owners: torch.Tensor,
+    n_probes: torch.Tensor,
+    delta: torch.Tensor,
+    j: int,
+    m: int,
+    *,
+    clips: bool,
+    gen: torch.Generator,
+    buffers: ProbeBuffers,
+    box: tuple[float, float],
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Probes ``j..j+m-1`` of the samples ``owners`` at ``center`` ``(g, 1, d)``, labelled:
+    per sample ``Σφ`` ``(g,)`` and ``[Σ δu, Σ φ δu]`` ``(g, 2, d)``. Probes past a sample's
+    ``n_probes`` are drawn (the generator advances alike) but never queried."""
+    g, _, d = center.shape
+    dev = center.device
+    mask = (j + torch.arange(m, device=dev)).unsqueeze(0) < n_probes.unsqueeze(1)
+    u = buffers.get("u", g, m, d).normal_(generator=gen)
+    norms = torch.linalg.vector_norm(u, dim=2, keepdim=True).clamp_min_(1e-12)
+    u.mul_(delta.view(g, 1, 1) / norms)
+    probes = torch.add(center, u, out=buffers.get("probes", g, m, d))
+    if clips:
+        probes.clamp_(*box)
+        torch.sub(probes, center, out=u)  # the step actually probed after clipping
+    rows = mask.reshape(-1).nonzero().squeeze(1)
+    owners = owners.repeat_interleave(m)[rows]
+    phi = torch.zeros(g * m, device=dev)
+    flat = probes.view(g * m, d)
+    adv = queries.adversarial(flat if rows.numel() == g * m else flat.index_select(0, rows), owners)
+    phi[rows] = adv.float() * 2 - 1
+    phi = phi.view(g, m)
+    return phi.sum(dim=1), torch.bmm(torch.stack([mask.float(), phi], dim=1), u)

@@ -1,20 +1,22 @@
-"""Typed schema of ``params.yaml``: validation, defaults and one-line errors.
+"""Typed schema of ``params.yaml`` (its keys, defaults and per-value checks) and its entry,
+:func:`load_config`.
 
 Every stage reads its section through :func:`load_config`, so a bad parameter (unknown key,
 wrong type, out-of-range value, unknown dataset/model/variant name) is reported before any work
 starts, as a :class:`~pipeline.core.errors.ConfigError` naming the key and what is allowed.
+Around it: reading and composing the file (:mod:`pipeline.core.params_file`), the one-line
+messages (:mod:`pipeline.core.config_errors`) and the rules across sections, checked for what a
+command reads (:mod:`pipeline.core.config_rules`).
 """
 
 from __future__ import annotations
 
-import copy
 import re
 import types
 import typing
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-import yaml
 from pydantic import (
     AfterValidator,
     BaseModel,
@@ -27,7 +29,9 @@ from pydantic import (
     model_validator,
 )
 
+from pipeline.core.config_errors import format_error
 from pipeline.core.errors import ConfigError
+from pipeline.core.params_file import apply_overrides, read_params
 from pipeline.core.regularizer_config import RegularizerConfig
 
 DATA_SOURCES = (
@@ -549,318 +553,19 @@ def _check_members(key: str, chosen: list, allowed: dict | list) -> None:
         )
 
 
-# --- loading -------------------------------------------------------------------------------
-
-
-EXTENDS = "extends"
-
-
-def read_params(path: str | Path, _seen: tuple[Path, ...] = ()) -> dict:
-    """A parameter file as one mapping, its ``extends:`` chain composed.
-
-    A setting file may start with ``extends: <file>`` (relative to itself) and then state only
-    what differs: mappings merge key by key, anything else (lists, numbers, ``null``) replaces
-    the base's value.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"parameter file not found: {path}")
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise ConfigError(_yaml_error(path, exc)) from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{path}: cannot be read as text ({exc})") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: top level must be a mapping of sections")
-    base = data.pop(EXTENDS, None)
-    if base is None:
-        return data
-    if not isinstance(base, str):
-        raise ConfigError(f"{path}: {EXTENDS} must be the path of a parameter file")
-    base_path = (path.parent / base).resolve()
-    if base_path in _seen or base_path == path.resolve():
-        raise ConfigError(f"{path}: {EXTENDS} {base} makes a cycle")
-    return merge(read_params(base_path, (*_seen, path.resolve())), data)
-
-
-def lookup(dump: dict, dotted: str) -> Any:
-    """The value at ``a.b.c`` of a config dump; KeyError naming the key when absent."""
-    node: Any = dump
-    for part in dotted.split("."):
-        if not isinstance(node, dict) or part not in node:
-            raise KeyError(dotted)
-        node = node[part]
-    return node
-
-
-def _yaml_error(path: Path, exc: yaml.YAMLError) -> str:
-    """``file:line:column: not valid YAML (problem)``, the position an editor jumps to."""
-    mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
-    problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-    where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark is not None else str(path)
-    context = getattr(exc, "context", None)
-    return f"{where}: not valid YAML ({problem}" + (f", {context})" if context else ")")
-
-
-def merge(base: dict, overlay: dict) -> dict:
-    """``overlay`` on top of ``base``: mappings merge recursively, other values replace."""
-    out = copy.deepcopy(base)
-    for key, value in overlay.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = merge(out[key], value)
-        else:
-            out[key] = copy.deepcopy(value)
-    return out
-
-
-def apply_overrides(data: dict, overrides: list[str]) -> dict:
-    """``section.key=value`` overrides; the value is parsed as YAML (numbers, lists, null)."""
-    data = copy.deepcopy(data)
-    for item in overrides:
-        if "=" not in item:
-            raise ConfigError(f"--set {item!r}: expected section.key=value")
-        dotted, raw = item.split("=", 1)
-        keys = [k for k in dotted.strip().split(".") if k]
-        if not keys:
-            raise ConfigError(f"--set {item!r}: empty key")
-        try:
-            value = yaml.safe_load(raw)
-        except yaml.YAMLError:
-            value = raw
-        node = data
-        for i, k in enumerate(keys[:-1]):
-            nxt = node.get(k) if isinstance(node, dict) else None
-            if nxt is None:
-                nxt = node[k] = {}
-            if not isinstance(nxt, dict):
-                raise ConfigError(f"--set {dotted}: {'.'.join(keys[: i + 1])} is not a section")
-            node = nxt
-        node[keys[-1]] = value
-    return data
-
-
-def _format_error(exc: ValidationError, source: str, overrides: list[str] = ()) -> str:
-    """One line: what is wrong, labelled by the ``--set`` that caused it, else by the file."""
-    err = exc.errors()[0]
-    raw_loc = err["loc"]
-    is_key = bool(raw_loc) and raw_loc[-1] == "[key]"
-    if is_key:  # a mapping's key (a name), which the message quotes: report its mapping
-        raw_loc = raw_loc[:-2]
-    loc = _dotted(raw_loc)
-    kind = err["type"]
-    if kind == "extra_forbidden":
-        parent = _resolve(Config, list(err["loc"][:-1]))
-        allowed = ", ".join(parent.model_fields) if _is_model(parent) else ""
-        msg = f"unknown key {loc!r}" + (f"; allowed: {allowed}" if allowed else "")
-    elif kind == "missing":
-        msg = f"{loc}: required key is missing"
-    elif kind == "union_tag_invalid":
-        msg = f"{loc}.name: {err['msg']}"
-    else:
-        got = err.get("input")
-        shown = "" if is_key or isinstance(got, dict | list) else f" (got {got!r})"
-        text = err["msg"].removeprefix("Value error, ")
-        msg = f"{loc}: {text}{shown}" if loc else text
-    more = len(exc.errors()) - 1
-    label = _override_behind(loc, msg, overrides, created=kind == "extra_forbidden") or source
-    return f"{label}: {msg}" + (f" [+{more} more problem(s)]" if more else "")
-
-
-def _override_behind(loc: str, msg: str, overrides: list[str], created: bool = False) -> str | None:
-    """The last ``--set`` that wrote the failing key (or a section above it), or whose key the
-    message names (a cross-key check such as burn-in versus epochs); None if the file is to blame.
-
-    ``created``: the failing key is an unknown one, so a ``--set`` of a key below it made it.
-    """
-    # A model-level check reports no location; its message starts with the key instead.
-    key = loc or msg.split(":", 1)[0].strip("' ").removeprefix("unknown key ")
-    for item in reversed(overrides):
-        dotted = ".".join(k for k in item.split("=", 1)[0].strip().split(".") if k)
-        if not dotted:
-            continue
-        if key == dotted or key.startswith(dotted + "."):
-            return f"--set {item}"
-        if created and dotted.startswith(key + "."):
-            return f"--set {item}"
-        if re.search(rf"(?<![\w.]){re.escape(dotted)}(?![\w])", msg):
-            return f"--set {item}"
-    return None
-
-
-def _is_model(tp: Any) -> bool:
-    return isinstance(tp, type) and issubclass(tp, BaseModel)
-
-
-def _resolve(tp: Any, loc: list) -> Any:
-    """The type found at an error location, following models, dicts, lists and tagged unions."""
-    for part in loc:
-        stripped = _strip(tp, part)
-        if _is_model(stripped) and _tag_of(stripped) == part and not _is_model(_strip(tp, None)):
-            tp = stripped  # the location names the union member: consume it
-            continue
-        tp = stripped
-        if _is_model(tp):
-            field = tp.model_fields.get(part) if isinstance(part, str) else None
-            if field is None:
-                return None
-            tp = field.annotation
-        elif typing.get_origin(tp) is dict:
-            tp = typing.get_args(tp)[1]
-        elif typing.get_origin(tp) is list:
-            tp = typing.get_args(tp)[0]
-        else:
-            return None
-    return _strip(tp, None)
-
-
-def _strip(tp: Any, part: Any) -> Any:
-    """Unwrap Annotated/Optional, and pick the member of a tagged union named by ``part``."""
-    while True:
-        origin = typing.get_origin(tp)
-        if origin is typing.Annotated:
-            tp = typing.get_args(tp)[0]
-        elif origin in (typing.Union, types.UnionType):
-            members = [a for a in typing.get_args(tp) if a is not type(None)]
-            tagged = [m for m in members if _is_model(m) and _tag_of(m) == part]
-            if tagged:
-                return tagged[0]
-            if len(members) == 1:
-                tp = members[0]
-            else:
-                return tp
-        else:
-            return tp
-
-
-def _tag_of(model: Any) -> str | None:
-    field = model.model_fields.get("name")
-    if field is None:
-        return None
-    args = typing.get_args(field.annotation)
-    return args[0] if len(args) == 1 else None
-
-
-def _dotted(loc: tuple) -> str:
-    """``a.b.0.c`` without the discriminator value pydantic inserts after a union's list index."""
-    tags = _regularizer_tags()
-    parts = [
-        str(p)
-        for i, p in enumerate(loc)
-        if not (i > 0 and isinstance(loc[i - 1], int) and isinstance(p, str) and p in tags)
-    ]
-    return ".".join(parts)
-
-
-def _regularizer_tags() -> set[str]:
-    union = _strip(RegularizerConfig, None)
-    return {t for m in typing.get_args(union) if (t := _tag_of(m))}
-
-
 def validate(data: dict, source: str = "params", overrides: list[str] = ()) -> Config:
     """Check ``data``; an error is labelled by the ``--set`` in ``overrides`` behind it, if any.
 
     Rules that tie keys of different sections together (burn-in against epochs, budgets against
-    the query limit) are not checked here but for what a command runs: :func:`check_reads`.
+    the query limit) are not checked here but for what a command runs
+    (:func:`pipeline.core.config_rules.check_reads`).
     """
     try:
         cfg = Config.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(_format_error(exc, source, list(overrides))) from None
+        raise ConfigError(format_error(exc, Config, source, list(overrides))) from None
     cfg._source, cfg._overrides = source, list(overrides)
     return cfg
-
-
-# --- rules checked for what a command runs ----------------------------------------------------
-
-
-def check_seed(key: str, value: int) -> int:
-    """A seed within the range every generator takes; ConfigError naming ``key`` otherwise."""
-    if not 0 <= value <= SEED_MAX:
-        raise ConfigError(f"{key}: seed {value} is out of range; allowed: 0..2**31-1")
-    return value
-
-
-def cross_key_problems(cfg: Config, reads: list[str]) -> list[tuple[str, str]]:
-    """``(key, message)`` for each rule broken among the keys in ``reads``.
-
-    ``reads`` are dotted parameter keys (a stage instance's ``params``, or those of every
-    instance of a plan): a rule applies when every key it relates lies in one of them, so a
-    command is never refused for a value it does not read (a variant it does not train).
-    """
-
-    def read(key: str) -> bool:
-        return any(key == r or key.startswith(r + ".") for r in reads)
-
-    found: list[tuple[str, str]] = []
-    burn_in = [
-        (f"pretrain.variants.{v}", regs, "pretrain.train.epochs", cfg.pretrain.train.epochs)
-        for v, regs in cfg.pretrain.variants.items()
-    ]
-    if cfg.ssl:
-        burn_in += [
-            (f"ssl.variants.{v}.regularizers", var.regularizers, "ssl.train.epochs",
-             cfg.ssl.train.epochs)
-            for v, var in cfg.ssl.variants.items()
-        ]  # fmt: skip
-    burn_in += [
-        (f"finetune.regularizers.{r}", regs, f"finetune.targets.{t}.train.epochs",
-         target.train.epochs)
-        for r, regs in cfg.finetune.regularizers.items()
-        for t, target in cfg.finetune.targets.items()
-    ]  # fmt: skip
-    for key, regularizers, epochs_key, epochs in burn_in:
-        if not (read(key) and read(epochs_key)):
-            continue
-        for i, reg in enumerate(regularizers):
-            if reg.burn_in >= epochs:  # it would never switch on
-                found.append((
-                    f"{key}.{i}.burn_in",
-                    f"{reg.burn_in} is not below {epochs_key} ({epochs}), so {reg.name} would "
-                    f"never switch on; allowed: 0..{epochs - 1}",
-                ))  # fmt: skip
-    for section in ("pretrain", "ssl"):
-        spec = getattr(cfg, section)
-        if spec is None or not read(f"{section}.model"):
-            continue
-        model = spec.model
-        # Only the sizes the architecture builds: widths/blocks for small_resnet, hidden for mlp.
-        sizes = {"small_resnet": ("widths", "blocks"), "mlp": ("hidden",)}.get(model.arch, ())
-        for name in sizes:
-            values = getattr(model, name)
-            if any(v < 1 for v in values):
-                found.append((f"{section}.model.{name}", f"every entry must be >= 1, got {values}"))
-    attack = cfg.attack
-    limit = attack.max_queries
-    unreachable = limit is not None and attack.budgets[-1] > limit
-    if unreachable and read("attack.budgets") and read("attack.max_queries"):
-        found.append((
-            "attack.max_queries",
-            f"{limit} is below the largest of attack.budgets {attack.budgets}, which could "
-            f"never be reached; allowed: >= {attack.budgets[-1]}, or null (the largest budget)",
-        ))  # fmt: skip
-    seeds = [("attack.seed", attack.seed), ("report.seed", cfg.report.seed)]
-    seeds += [
-        (f"prepare.outputs.{n}.shuffle_seed", out.shuffle_seed)
-        for n, out in cfg.prepare.outputs.items()
-        if out.shuffle_seed is not None
-    ]
-    for key, value in seeds:
-        if read(key) and not 0 <= value <= SEED_MAX:
-            found.append((key, f"seed {value} is out of range; allowed: 0..2**31-1"))
-    return found
-
-
-def check_reads(cfg: Config, reads: list[str]) -> None:
-    """ConfigError for the first rule :func:`cross_key_problems` finds broken, labelled like a
-    schema error (by the ``--set`` behind it, else by the parameter file)."""
-    found = cross_key_problems(cfg, reads)
-    if found:
-        key, text = found[0]
-        msg = f"{key}: {text}"
-        label = _override_behind(key, msg, cfg._overrides) or cfg._source
-        more = f" [+{len(found) - 1} more problem(s)]" if len(found) > 1 else ""
-        raise ConfigError(f"{label}: {msg}{more}")
 
 
 def load_config(path: str | Path = "params.yaml", overrides: list[str] | None = None) -> Config:

@@ -15,9 +15,10 @@ from pathlib import Path
 
 import yaml
 
-from pipeline.core.config import apply_overrides, load_config, read_params
+from pipeline.core.config import load_config
 from pipeline.core.errors import ConfigError
 from pipeline.core.io import atomic_write_text
+from pipeline.core.params_file import apply_overrides, read_params
 
 # Left out of every stage's code deps (pipeline.core.codedeps):
 NOT_A_STAGE_DEPENDENCY = (

@@ -12,8 +12,10 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, Field, ValidationError, field_validator, model_validator
 
-from pipeline.core.config import Strict, _override_behind, apply_overrides, read_params
+from pipeline.core.config import Strict
+from pipeline.core.config_errors import override_behind
 from pipeline.core.errors import ConfigError
+from pipeline.core.params_file import apply_overrides, read_params
 from pipeline.core.regularizer_config import RegularizerConfig
 
 # The variants every claim compares; other names may be added and are reported too.
@@ -238,4 +240,4 @@ def load_experiments_config(
         err = exc.errors()[0]
         loc = ".".join(str(p) for p in err["loc"])
         msg = f"{loc}: {err['msg']}"
-        raise ConfigError(f"{_override_behind(loc, msg, overrides or []) or path}: {msg}") from None
+        raise ConfigError(f"{override_behind(loc, msg, overrides or []) or path}: {msg}") from None

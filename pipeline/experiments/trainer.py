@@ -136,21 +136,13 @@ def train_in_memory(
         first = start.epoch
     for r in regularizers:
         r.attach(model, x[:2])
-    named = {n: p for n, p in model.named_parameters() if p.requires_grad}
-    groups = [{"params": list(named.values())}]
-    reg_params = [p for r in regularizers for p in r.parameters()]
-    if reg_params:
-        groups.append({"params": reg_params, "weight_decay": 0.0})
-    optimizer = torch.optim.SGD(
-        groups, lr=settings.lr, momentum=settings.momentum, weight_decay=settings.weight_decay
-    )
+    optimizer, named = _sgd(model, regularizers, settings)
     if start is not None:
         _set_momentum(optimizer, named, start.momentum)
     n = x.shape[0]
     batch = n if settings.batch_size is None else min(settings.batch_size, n)
     per_epoch = math.ceil(n / batch)
     result = TrainResult()
-    zero = torch.zeros(())
     model.train()
     for epoch in range(first, settings.epochs):
         active = [r for r in regularizers if r.active(epoch)]
@@ -161,24 +153,8 @@ def train_in_memory(
             else:
                 idx = order[begin : begin + batch]
                 xb, yb = x[idx], y[idx]
-            features = model.representation(xb)
-            logits = model.head(features)
-            task = F.cross_entropy(logits, yb)
-            ctx = StepContext(
-                step=epoch * per_epoch + i, epoch=epoch, features=features, logits=logits, inputs=xb
-            )
-            penalty = sum((r.penalty(ctx) for r in active), zero)
-            loss = task + penalty
-            if not torch.isfinite(loss):
-                raise TrainingError(
-                    f"non-finite loss at epoch {epoch + 1} (task {float(task):.4g}, "
-                    f"penalty {float(penalty):.4g}); lower the learning rate or strength"
-                )
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            for r in active:
-                r.after_step(ctx)
+            step = epoch * per_epoch + i
+            task, penalty = _sgd_step(model, optimizer, xb, yb, step, epoch, active)
         if (epoch + 1) % settings.log_every == 0 or epoch + 1 == settings.epochs:
             row = {
                 "epoch": epoch + 1,
@@ -195,6 +171,50 @@ def train_in_memory(
         _get_momentum(optimizer, named),
     )
     return result
+
+
+def _sgd(
+    model: nn.Module, regularizers: list[Regularizer], settings: TrainSettings
+) -> tuple[torch.optim.SGD, dict[str, nn.Parameter]]:
+    """SGD over the model's trainable parameters and the regularizers' own (never decayed)."""
+    named = {n: p for n, p in model.named_parameters() if p.requires_grad}
+    groups = [{"params": list(named.values())}]
+    reg_params = [p for r in regularizers for p in r.parameters()]
+    if reg_params:
+        groups.append({"params": reg_params, "weight_decay": 0.0})
+    optimizer = torch.optim.SGD(
+        groups, lr=settings.lr, momentum=settings.momentum, weight_decay=settings.weight_decay
+    )
+    return optimizer, named
+
+
+def _sgd_step(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    xb: torch.Tensor,
+    yb: torch.Tensor,
+    step: int,
+    epoch: int,
+    active: list[Regularizer],
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One optimizer step on a batch; its task loss and penalty."""
+    features = model.representation(xb)
+    logits = model.head(features)
+    task = F.cross_entropy(logits, yb)
+    ctx = StepContext(step=step, epoch=epoch, features=features, logits=logits, inputs=xb)
+    penalty = sum((r.penalty(ctx) for r in active), torch.zeros(()))
+    loss = task + penalty
+    if not torch.isfinite(loss):
+        raise TrainingError(
+            f"non-finite loss at epoch {epoch + 1} (task {float(task):.4g}, "
+            f"penalty {float(penalty):.4g}); lower the learning rate or strength"
+        )
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    for r in active:
+        r.after_step(ctx)
+    return task, penalty
 
 
 def _stacked_logits(model: nn.Module, params: dict[str, torch.Tensor], x: torch.Tensor):
@@ -246,6 +266,32 @@ def train_stacked(
         first = starts[0].epoch
         if any(snap.epoch != first for snap in starts):
             raise ValueError("all snapshots must be at the same epoch")
+    params, optimizer = _stacked_sgd(models, settings, starts)
+    template = models[0]
+    count, samples = len(models), x.shape[0]
+    targets = y.repeat(count)
+    results = [TrainResult() for _ in models]
+    for epoch in range(first, settings.epochs):
+        logits = _stacked_logits(template, params, x)
+        losses = (
+            F.cross_entropy(logits.reshape(count * samples, -1), targets, reduction="none")
+            .view(count, samples)
+            .mean(1)
+        )
+        optimizer.zero_grad(set_to_none=True)
+        losses.sum().backward()
+        optimizer.step()
+        if (epoch + 1) % settings.log_every == 0 or epoch + 1 == settings.epochs:
+            _log_stacked(results, epoch, losses.detach(), params, template, settings)
+    _write_back(models, results, params, optimizer, settings)
+    return results
+
+
+def _stacked_sgd(
+    models: list[nn.Module], settings: TrainSettings, starts: Sequence[Snapshot] | None
+) -> tuple[dict[str, torch.Tensor], torch.optim.SGD]:
+    """Each parameter of the models stacked along a new first axis, and SGD over them, with
+    the snapshots' momentum when every one of them holds it."""
     names = [n for n, _ in models[0].named_parameters()]
     params = {
         n: torch.stack([dict(m.named_parameters())[n].detach() for m in models]).requires_grad_()
@@ -263,38 +309,41 @@ def train_stacked(
                 optimizer.state[params[n]]["momentum_buffer"] = torch.stack(
                     [snap.momentum[n] for snap in starts]
                 )
-    template = models[0]
-    count, samples = len(models), x.shape[0]
-    targets = y.repeat(count)
-    layers = [name for name, _ in weight_layers(template)]
-    results = [TrainResult() for _ in models]
-    for epoch in range(first, settings.epochs):
-        logits = _stacked_logits(template, params, x)
-        losses = (
-            F.cross_entropy(logits.reshape(count * samples, -1), targets, reduction="none")
-            .view(count, samples)
-            .mean(1)
-        )
-        optimizer.zero_grad(set_to_none=True)
-        losses.sum().backward()
-        optimizer.step()
-        if (epoch + 1) % settings.log_every == 0 or epoch + 1 == settings.epochs:
-            losses = losses.detach()
-            if not bool(torch.isfinite(losses).all()):
-                raise TrainingError(
-                    f"non-finite loss at epoch {epoch + 1}; lower the learning rate"
-                )
-            sigmas = {}
-            if settings.log_sigma:
-                with torch.no_grad():
-                    for layer in layers:
-                        w = params[f"{layer}.weight"].detach().double()
-                        sigmas[layer] = torch.linalg.svdvals(w.flatten(2))[:, 0].tolist()
-            for i, res in enumerate(results):
-                row = {"epoch": epoch + 1, "loss": float(losses[i]), "penalty": 0.0}
-                row.update({f"sigma/{k}": v[i] for k, v in sigmas.items()})
-                res.history.append(row)
-    momentum = {n: optimizer.state.get(params[n], {}).get("momentum_buffer") for n in names}
+    return params, optimizer
+
+
+def _log_stacked(
+    results: list[TrainResult],
+    epoch: int,
+    losses: torch.Tensor,
+    params: dict[str, torch.Tensor],
+    template: nn.Module,
+    settings: TrainSettings,
+) -> None:
+    """A history row per model after ``epoch``: its loss and, if asked, each layer's σ_max."""
+    if not bool(torch.isfinite(losses).all()):
+        raise TrainingError(f"non-finite loss at epoch {epoch + 1}; lower the learning rate")
+    sigmas = {}
+    if settings.log_sigma:
+        with torch.no_grad():
+            for layer, _ in weight_layers(template):
+                w = params[f"{layer}.weight"].detach().double()
+                sigmas[layer] = torch.linalg.svdvals(w.flatten(2))[:, 0].tolist()
+    for i, res in enumerate(results):
+        row = {"epoch": epoch + 1, "loss": float(losses[i]), "penalty": 0.0}
+        row.update({f"sigma/{k}": v[i] for k, v in sigmas.items()})
+        res.history.append(row)
+
+
+def _write_back(
+    models: list[nn.Module],
+    results: list[TrainResult],
+    params: dict[str, torch.Tensor],
+    optimizer: torch.optim.SGD,
+    settings: TrainSettings,
+) -> None:
+    """Each model's slice of the stacked weights into the model, and its snapshot."""
+    momentum = {n: optimizer.state.get(p, {}).get("momentum_buffer") for n, p in params.items()}
     for i, (model, res) in enumerate(zip(models, results)):
         with torch.no_grad():
             for n, p in model.named_parameters():
@@ -305,7 +354,6 @@ def train_stacked(
             {k: v.detach().clone() for k, v in model.state_dict().items()},
             {n: v[i].detach().clone() for n, v in momentum.items() if v is not None},
         )
-    return results
 
 
 @torch.no_grad()

@@ -116,28 +116,10 @@ def run(
     pixels = Pixels(test_raw, pixel_transform(data, test_raw.channels, train=False))
     model, _ = load_model(_model_path(kind, run_id))
     stage = start(cfg, spec.seed)
-    if stage.device.type == "cpu":  # forward passes only: the same labels on any thread count
-        torch.set_num_threads(cfg.run.inference_threads or runtime.cpu_share())
-    # One conv per conv+BatchNorm pair, channels-last: the oracle's forward passes are nearly
-    # all of an attack's time (benchmarks/oracle_forward.py).
-    model = fuse_batchnorm(model.to(stage.device), example_batch(pixels).to(stage.device))
-    conv = any(isinstance(m, torch.nn.Conv2d) for m in model.modules())
-    if conv:
-        model.to(memory_format=torch.channels_last)
-    oracle = LabelOracle(
-        model, chunk_size=spec.chunk_size, device=stage.device, precision=spec.precision,
-        channels_last=conv,
-    )  # fmt: skip
+    oracle = _oracle(cfg, model, pixels, stage)
 
     t0 = time.perf_counter()
-    try:
-        labels, preds = predict_split(
-            oracle, pixels, batch_size=spec.chunk_size, num_workers=cfg.run.num_workers
-        )
-    except UnsupportedPrecision as e:
-        raise ConfigError(
-            f"attack.precision: {e}; allowed: fp32, bf16, fp16 (fp32 runs everywhere)"
-        ) from e
+    labels, preds = _predict(oracle, pixels, spec.chunk_size, cfg.run.num_workers)
     correct = labels == preds
     draw = draw_samples(
         correct, spec.n_samples, attack_seed=spec.seed, run_seed=run_seed,
@@ -199,3 +181,31 @@ def _follow(progress: Progress, methods: list[str], samples: int, limit: int):
         )
 
     return report
+
+
+def _oracle(cfg, model, pixels, stage) -> LabelOracle:
+    """The model's label oracle on the stage's device, as fast as its labels allow."""
+    spec = cfg.attack
+    if stage.device.type == "cpu":  # forward passes only: the same labels on any thread count
+        torch.set_num_threads(cfg.run.inference_threads or runtime.cpu_share())
+    # One conv per conv+BatchNorm pair, channels-last: the oracle's forward passes are nearly
+    # all of an attack's time (benchmarks/oracle_forward.py).
+    model = fuse_batchnorm(model.to(stage.device), example_batch(pixels).to(stage.device))
+    conv = any(isinstance(m, torch.nn.Conv2d) for m in model.modules())
+    if conv:
+        model.to(memory_format=torch.channels_last)
+    return LabelOracle(
+        model, chunk_size=spec.chunk_size, device=stage.device, precision=spec.precision,
+        channels_last=conv,
+    )  # fmt: skip
+
+
+def _predict(oracle: LabelOracle, pixels, chunk_size: int, num_workers: int):
+    """Labels and predictions of the whole test split; a precision the device lacks is a
+    ConfigError naming the key."""
+    try:
+        return predict_split(oracle, pixels, batch_size=chunk_size, num_workers=num_workers)
+    except UnsupportedPrecision as e:
+        raise ConfigError(
+            f"attack.precision: {e}; allowed: fp32, bf16, fp16 (fp32 runs everywhere)"
+        ) from e

@@ -33,13 +33,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pipeline.core.codedeps import code_deps
-from pipeline.core.config import lookup
+from pipeline.core.params_file import lookup
 
 # What the CLI runs for every stage before ``run`` that can change its result: the schema of
-# params.yaml (its defaults and checks). The rest of the CLI (pipeline/__main__.py: argument
+# params.yaml (its defaults and checks) and the rules across its sections checked for what the
+# instance reads. The rest of the CLI (pipeline/__main__.py: argument
 # parsing and help, the run lock, the torchrun launcher, the stage registry)
 # decides how and when a stage runs, not what it computes, so it is no stage's dependency.
-RUNNER_MODULES = ("pipeline.core.config",)
+RUNNER_MODULES = ("pipeline.core.config", "pipeline.core.config_rules")
 
 _ITEM = re.compile(r"\{(\w+)\}")
 _PARAM = re.compile(r"\{([\w.-]+)\}")

@@ -64,10 +64,7 @@ STAGES = (
 
 def run(cfg, variant: str, seed: int) -> dict:
     spec = cfg.ssl
-    if spec is None or variant not in spec.variants:
-        allowed = ", ".join(spec.variants) if spec else "(no ssl section)"
-        raise ConfigError(f"--variant {variant!r} is not in ssl.variants; allowed: {allowed}")
-    chosen = spec.variants[variant]
+    chosen = _variant(spec, variant)
     train_spec = spec.train.model_copy(update={"seed": seed})
     run_id = paths.backbone_id(variant, seed)
     train_raw = open_split(spec.data, cfg.run, "train")
@@ -115,10 +112,28 @@ def run(cfg, variant: str, seed: int) -> dict:
     )
     if not stage.dist.is_main:
         return {}
-    tx, ty = dataset_features(model, train_eval, stage.device, num_workers=workers)
-    vx, vy = dataset_features(model, test_eval, stage.device, num_workers=workers)
+    summary = _summary(model, variant, seed, chosen, spec, (train_eval, test_eval), stage.device,
+                       workers, history, example)  # fmt: skip
+    save_model(model, paths.backbone_model(run_id), _meta(spec, train_raw, variant, seed, chosen))
+    write_json(metrics_dir / "summary.json", summary)
+    return summary
+
+
+def _variant(spec, variant: str):
+    """The SSL variant named ``variant``; ConfigError naming the allowed ones if none is."""
+    if spec is None or variant not in spec.variants:
+        allowed = ", ".join(spec.variants) if spec else "(no ssl section)"
+        raise ConfigError(f"--variant {variant!r} is not in ssl.variants; allowed: {allowed}")
+    return spec.variants[variant]
+
+
+def _summary(model, variant, seed, chosen, spec, evals, device, workers, history, example) -> dict:
+    """The run's summary: kNN and logistic-regression readout accuracy on frozen features."""
+    train_eval, test_eval = evals
+    tx, ty = dataset_features(model, train_eval, device, num_workers=workers)
+    vx, vy = dataset_features(model, test_eval, device, num_workers=workers)
     clf, converged = fit_readout(tx, ty)
-    summary = {
+    return {
         "variant": variant,
         "seed": seed,
         "method": chosen.method,
@@ -130,9 +145,13 @@ def run(cfg, variant: str, seed: int) -> dict:
         "epochs": len(history),
         **spectra(model, example),
     }
-    meta = {
+
+
+def _meta(spec, train_raw, variant: str, seed: int, chosen) -> dict:
+    """What :func:`pipeline.models.save_model` stores beside the weights."""
+    return {
         "model": spec.model.model_dump(),
-        "in_chans": channels,
+        "in_chans": train_raw.channels,
         "image_size": spec.data.image_size,
         "classes": list(train_raw.classes),
         "kind": "ssl",
@@ -140,6 +159,3 @@ def run(cfg, variant: str, seed: int) -> dict:
         "seed": seed,
         "method": chosen.method,
     }
-    save_model(model, paths.backbone_model(run_id), meta)
-    write_json(metrics_dir / "summary.json", summary)
-    return summary

@@ -60,10 +60,7 @@ def train_supervised(
     checkpoints and metrics go to the stage's folders for ``run_id``.
     """
     run_cfg = cfg.run
-    fingerprint = run_fingerprint(stage_spec, item, cfg)
-    checkpoints = CheckpointStore(
-        paths.checkpoints(stage_spec.name, run_id, fingerprint), fingerprint
-    )
+    checkpoints = _checkpoint_store(stage_spec, item, cfg, run_id)
     metrics_dir = paths.stage_metrics(stage_spec.name, run_id)
     channels = train_raw.channels
     train_set = SeededTransform(
@@ -72,17 +69,7 @@ def train_supervised(
     test_set = Pixels(test_raw, pixel_transform(data_spec, channels, train=False))
     regularizers = build_regularizers(regularizer_configs)
     device = stage.device
-
-    def evaluate(m) -> dict:  # every rank, on its share of the test set
-        return evaluate_accuracy(
-            m,
-            test_set,
-            device,
-            num_workers=run_cfg.num_workers,
-            rank=stage.dist.rank,
-            world=stage.dist.world,
-        )
-
+    evaluate = _evaluator(test_set, stage, run_cfg.num_workers)
     example = example_batch(test_set)
     history = fit(
         SupervisedModule(model),
@@ -103,7 +90,7 @@ def train_supervised(
         ),
     )
     final = evaluate(model)
-    summary = {
+    return {
         "test_acc": final["test_acc"],
         "test_loss": final["test_loss"],
         "train_acc": history[-1].get("train_acc") if history else None,
@@ -111,4 +98,25 @@ def train_supervised(
         "regularizers": [r.name for r in regularizers],
         **spectra(model, example),
     }
-    return summary
+
+
+def _checkpoint_store(stage_spec: StageSpec, item: dict, cfg, run_id: str) -> CheckpointStore:
+    """The run's checkpoints, in a folder keyed by its fingerprint (parameters, code, data)."""
+    fingerprint = run_fingerprint(stage_spec, item, cfg)
+    return CheckpointStore(paths.checkpoints(stage_spec.name, run_id, fingerprint), fingerprint)
+
+
+def _evaluator(test_set, stage: StageRun, num_workers: int):
+    """Test accuracy and loss of a model, each rank on its share of the test set."""
+
+    def evaluate(m) -> dict:
+        return evaluate_accuracy(
+            m,
+            test_set,
+            stage.device,
+            num_workers=num_workers,
+            rank=stage.dist.rank,
+            world=stage.dist.world,
+        )
+
+    return evaluate

@@ -19,7 +19,7 @@ from contextlib import ExitStack
 from pathlib import Path, PurePosixPath
 from typing import Any, Protocol
 
-from pipeline.core.config import lookup
+from pipeline.core.params_file import lookup
 
 
 class Declared(Protocol):

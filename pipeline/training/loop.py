@@ -168,47 +168,11 @@ def fit(module: TrainModule, ctx: FitContext) -> list[dict]:
 
 def _set_up(module: TrainModule, ctx: FitContext) -> _Run:
     """Place the module and regularizers on the device; build sampler, optimizer and schedule."""
-    spec, device, info = ctx.spec, ctx.device, ctx.dist
+    spec, device = ctx.spec, ctx.device
     regularizers = list(ctx.regularizers or [])
-    use_cuda = device.type == "cuda"
-    module.to(device)
-    if spec.sync_batchnorm and info.enabled:
-        if use_cuda:
-            # In place below the root (the SyncBatchNorm layers reuse the same parameters), so
-            # ``model`` and the regularizers' layer references stay valid; state_dict keys match
-            # BatchNorm's, so saved models load anywhere.
-            nn.SyncBatchNorm.convert_sync_batchnorm(module)
-        elif info.is_main:
-            log.warning("%s: train.sync_batchnorm needs CUDA; BatchNorm stays per rank", ctx.desc)
-    if use_cuda and spec.channels_last:
-        module.to(memory_format=torch.channels_last)
-    if ctx.example_inputs is not None:
-        for r in regularizers:
-            r.attach(module.model, ctx.example_inputs.to(device))
-    for r in regularizers:
-        r.to(device)
-
-    n = len(ctx.train_set)
-    if spec.batch_size % info.world:
-        raise TrainingError(
-            f"train.batch_size {spec.batch_size} is the global batch and must divide evenly over "
-            f"{info.world} processes (train.gpus)"
-        )
-    local_batch = spec.batch_size // info.world
-    batches = EpochBatches(
-        ctx.train_set,
-        local_batch,
-        seed=spec.seed,
-        rank=info.rank,
-        world=info.world,
-        num_workers=ctx.num_workers,
-        pin_memory=use_cuda,
-    )
+    _place(module, regularizers, ctx)
+    batches, local_batch = _epoch_batches(ctx)
     steps_per_epoch = batches.steps_per_epoch
-    if steps_per_epoch == 0:
-        raise TrainingError(
-            f"train.batch_size {spec.batch_size} is larger than the training set ({n} samples)"
-        )
     optimizer = torch.optim.SGD(
         _param_groups(module, regularizers, spec.optimizer),
         lr=spec.optimizer.lr_backbone,
@@ -233,6 +197,55 @@ def _set_up(module: TrainModule, ctx: FitContext) -> _Run:
         first_bad=_no_bad_step(device),
         history=[],
     )
+
+
+def _place(module: TrainModule, regularizers: list[Regularizer], ctx: FitContext) -> None:
+    """The module and regularizers on the device (SyncBatchNorm, channels-last where asked);
+    the regularizers attached to the model's layers."""
+    spec, device, info = ctx.spec, ctx.device, ctx.dist
+    use_cuda = device.type == "cuda"
+    module.to(device)
+    if spec.sync_batchnorm and info.enabled:
+        if use_cuda:
+            # In place below the root (the SyncBatchNorm layers reuse the same parameters), so
+            # ``model`` and the regularizers' layer references stay valid; state_dict keys match
+            # BatchNorm's, so saved models load anywhere.
+            nn.SyncBatchNorm.convert_sync_batchnorm(module)
+        elif info.is_main:
+            log.warning("%s: train.sync_batchnorm needs CUDA; BatchNorm stays per rank", ctx.desc)
+    if use_cuda and spec.channels_last:
+        module.to(memory_format=torch.channels_last)
+    if ctx.example_inputs is not None:
+        for r in regularizers:
+            r.attach(module.model, ctx.example_inputs.to(device))
+    for r in regularizers:
+        r.to(device)
+
+
+def _epoch_batches(ctx: FitContext) -> tuple[EpochBatches, int]:
+    """This rank's batches of every epoch and its share of the global batch size."""
+    spec, info = ctx.spec, ctx.dist
+    n = len(ctx.train_set)
+    if spec.batch_size % info.world:
+        raise TrainingError(
+            f"train.batch_size {spec.batch_size} is the global batch and must divide evenly over "
+            f"{info.world} processes (train.gpus)"
+        )
+    local_batch = spec.batch_size // info.world
+    batches = EpochBatches(
+        ctx.train_set,
+        local_batch,
+        seed=spec.seed,
+        rank=info.rank,
+        world=info.world,
+        num_workers=ctx.num_workers,
+        pin_memory=ctx.device.type == "cuda",
+    )
+    if batches.steps_per_epoch == 0:
+        raise TrainingError(
+            f"train.batch_size {spec.batch_size} is larger than the training set ({n} samples)"
+        )
+    return batches, local_batch
 
 
 def _resume(run: _Run, ctx: FitContext) -> bool:

@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from flows import execute
 from flows import transfer as flow_module
 from pipeline.dvcyaml import render
 from tests.conftest import REPO, tiny_params
@@ -87,14 +88,14 @@ def project(tmp_path, monkeypatch):
 def test_flow_and_dvc_repro_keep_one_record(project, prefect_harness, monkeypatch):
     # Record when each stage process runs, to show independent training stages overlap.
     spans: dict[str, tuple[float, float]] = {}
-    real = flow_module.run_streaming
+    real = execute.run_streaming
 
     def timed(cmd, env, log, ident, cwd=None, **kw):
         t0 = time.monotonic()
         real(cmd, env, log, ident, cwd=cwd, **kw)
         spans[ident] = (t0, time.monotonic())
 
-    monkeypatch.setattr(flow_module, "run_streaming", timed)
+    monkeypatch.setattr(execute, "run_streaming", timed)
     status = flow_module.transfer(save_experiment=False)
     assert set(status.values()) == {"ran"} and len(status) == 9
     (a0, a1), (b0, b1) = spans["pretrain@none-0"], spans["pretrain@rep_spectral-0"]
@@ -231,7 +232,7 @@ def test_ui_shows_failures_their_message_and_what_never_ran(project, prefect_har
 
     from flows.launch import StageFailed
 
-    real = flow_module.run_streaming
+    real = execute.run_streaming
     calls: list[str] = []
 
     def failing(cmd, env, log, ident, cwd=None, **kw):
@@ -240,7 +241,7 @@ def test_ui_shows_failures_their_message_and_what_never_ran(project, prefect_har
             raise StageFailed(ident, 2, ["noise", "error: a user error in the child"])
         real(cmd, env, log, ident, cwd=cwd, **kw)
 
-    monkeypatch.setattr(flow_module, "run_streaming", failing)
+    monkeypatch.setattr(execute, "run_streaming", failing)
     only = ["prepare", "pretrain@none-0", "finetune", "attack_finetune"]
     with pytest.raises(RuntimeError, match="did not complete"):
         flow_module.transfer(only=only, save_experiment=False, retries=2, retry_delay_seconds=0)

@@ -11,8 +11,9 @@ import pytest
 import yaml
 from prefect.states import Failed
 
+from flows.execute import retryable
 from flows.launch import DevicePool, StageFailed, child_env, run_streaming
-from flows.transfer import _retryable, check_plan, select
+from flows.transfer import check_plan, select
 from pipeline.core.config import load_config
 from pipeline.core.errors import ConfigError
 from pipeline.core.workspace import apply_params
@@ -23,10 +24,10 @@ def test_user_errors_are_not_retried_but_crashes_are():
     def failed(exc):
         return Failed(data=exc, message=str(exc))  # what the engine hands the condition
 
-    assert not _retryable(None, None, failed(ConfigError("bad")))
-    assert not _retryable(None, None, failed(StageFailed("x", 2, [])))
-    assert _retryable(None, None, failed(StageFailed("x", -9, [])))
-    assert _retryable(None, None, failed(RuntimeError("worker lost")))
+    assert not retryable(None, None, failed(ConfigError("bad")))
+    assert not retryable(None, None, failed(StageFailed("x", 2, [])))
+    assert retryable(None, None, failed(StageFailed("x", -9, [])))
+    assert retryable(None, None, failed(RuntimeError("worker lost")))
 
 
 def test_subprocess_output_is_forwarded_line_by_line():
