@@ -164,17 +164,7 @@ def temporary_prefect_server(log=None):
     proc = url = None
     try:
         for _ in range(3):  # a port taken between choosing and binding it: another one
-            port = _free_port()
-            url = f"http://127.0.0.1:{port}/api"
-            proc = subprocess.Popen(
-                [sys.executable, "-m", "uvicorn", "--app-dir",
-                 str(Path(prefect.__file__).parent.parent), "--factory",
-                 "prefect.server.api.server:create_app", "--host", "127.0.0.1", "--port",
-                 str(port), "--log-level", "error", "--lifespan", "on"],
-                env=env,
-                start_new_session=True,
-                preexec_fn=_die_with(os.getpid(), signal.SIGTERM),
-            )  # fmt: skip
+            proc, url = _start_server(env, Path(prefect.__file__).parent.parent)
             if _wait_healthy(proc, url, timeout, httpx):
                 break
             _stop(proc)
@@ -191,6 +181,20 @@ def temporary_prefect_server(log=None):
     finally:
         if proc is not None:
             _stop(proc)
+
+
+def _start_server(env: dict, app_dir: Path) -> tuple[subprocess.Popen, str]:
+    """Prefect's API server (uvicorn) on a free local port, killed by the kernel with us."""
+    port = _free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "uvicorn", "--app-dir", str(app_dir), "--factory",
+         "prefect.server.api.server:create_app", "--host", "127.0.0.1", "--port",
+         str(port), "--log-level", "error", "--lifespan", "on"],
+        env=env,
+        start_new_session=True,
+        preexec_fn=_die_with(os.getpid(), signal.SIGTERM),
+    )  # fmt: skip
+    return proc, f"http://127.0.0.1:{port}/api"
 
 
 def _drain_prefect_queues() -> None:

@@ -13,11 +13,7 @@ from tests.conftest import REPO
 
 MAX_LINES = 60
 # Functions allowed to be longer, each with why; an entry fails once its function fits.
-ALLOWED = {
-    # The flow's scheduling loop, rewritten (progress, names, wait_for) in another change,
-    # which splits it and removes this entry.
-    "flows/transfer.py:transfer",
-}
+ALLOWED: set[str] = set()
 
 
 def _lengths(source: str) -> dict[str, int]:

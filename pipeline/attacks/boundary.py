@@ -316,9 +316,8 @@ def run_boundary_attack(
     best distance so far is recorded (``result.at_queries``). ``progress``, if given, is called
     with an :class:`AttackStatus` after the start phase, after each iteration and at the end;
     it only reads the attack's state, so the result is the same with or without it. Same
-    inputs and ``seed`` on the
-    same device give the same result. Runs under ``torch.no_grad``: a hard-label attack never
-    needs gradients.
+    inputs and ``seed`` on the same device give the same result. Runs under ``torch.no_grad``:
+    a hard-label attack never needs gradients.
 
     The start phase draws from the generator first, so two attacks run with the same ``seed``
     on the same inputs start from the same points.
