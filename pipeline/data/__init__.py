@@ -11,13 +11,8 @@ from pipeline.data.loaders import (
     make_loader,
     mix_seed,
 )
-from pipeline.data.shards import (
-    InMemoryShards,
-    ShardDataset,
-    open_shards,
-    read_meta,
-    write_shards,
-)
+from pipeline.data.shard_writer import write_shards
+from pipeline.data.shards import InMemoryShards, ShardDataset, open_shards, read_meta
 from pipeline.data.sources import SOURCES, available_sources, open_source, source_options
 from pipeline.data.transforms import (
     AUGMENTS,

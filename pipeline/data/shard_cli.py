@@ -12,7 +12,7 @@ from typing import Any
 from pipeline.core.cli import Parser, report
 from pipeline.core.errors import ConfigError, PipelineError
 from pipeline.core.io import resource_errors
-from pipeline.data.shards import write_shards
+from pipeline.data.shard_writer import write_shards
 from pipeline.data.sources import available_sources, open_source
 
 

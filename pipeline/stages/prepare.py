@@ -17,7 +17,8 @@ from pipeline.core.errors import ConfigError
 from pipeline.core.io import TEMP_MARK, write_json
 from pipeline.core.progress import Progress
 from pipeline.data import open_source, write_shards
-from pipeline.data.shards import META_FILE, replace_dir
+from pipeline.data.shard_writer import replace_dir
+from pipeline.data.shards import META_FILE
 from pipeline.stages.spec import Arg, StageSpec
 
 log = logging.getLogger(__name__)

@@ -16,15 +16,8 @@ import torch
 from pipeline.core.errors import DatasetError
 from pipeline.data import ArrayDataset, write_shards
 from pipeline.data.loaders import EpochBatches, SeededTransform
-from pipeline.data.shards import (
-    InMemoryShards,
-    ShardDataset,
-    delivered,
-    epoch_segments,
-    open_shards,
-    read_meta,
-    worker_batches,
-)
+from pipeline.data.shard_stream import delivered, epoch_segments, worker_batches
+from pipeline.data.shards import InMemoryShards, ShardDataset, open_shards, read_meta
 from pipeline.data.transforms import plain_tensor
 
 N = 37  # 8 shards of 5 (the last holds 2): not a multiple of any world size below
