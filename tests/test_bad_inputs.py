@@ -443,7 +443,7 @@ def test_undecodable_png_in_a_shard_names_the_sample(tmp_path):
         (
             [
                 "finetune.targets.digits_5to9.train.epochs=1",
-                "finetune.run.regularizers=[rep_spectral]",
+                "finetune.run.regularizers=[none, rep_spectral]",  # none: the report's baseline
             ],
             ["finetune.regularizers.rep_spectral.0.burn_in", "finetune.targets.digits_5to9"],
         ),
