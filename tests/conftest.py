@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -50,3 +51,29 @@ def workdir(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(tiny_params(), sort_keys=False))
     return tmp_path
+
+
+@pytest.fixture(scope="module")
+def prepared_tree(tmp_path_factory):
+    """A work directory with both digit datasets prepared (tiny params), shared by a module."""
+    from pipeline.__main__ import main
+
+    root = tmp_path_factory.mktemp("prepared")
+    (root / "params.yaml").write_text(yaml.safe_dump(tiny_params(), sort_keys=False))
+    cwd = os.getcwd()
+    os.chdir(root)
+    try:
+        assert main(["prepare", "--dataset", "digits_0to4"]) == 0
+        assert main(["prepare", "--dataset", "digits_5to9"]) == 0
+    finally:
+        os.chdir(cwd)
+    return root
+
+
+@pytest.fixture
+def work(prepared_tree, tmp_path, monkeypatch):
+    """A private copy of ``prepared_tree``, the current directory for the test."""
+    root = tmp_path / "w"
+    shutil.copytree(prepared_tree, root)
+    monkeypatch.chdir(root)
+    return root

@@ -10,7 +10,6 @@ import hashlib
 import io
 import os
 import pickle
-import shutil
 import subprocess
 import sys
 import tarfile
@@ -64,29 +63,6 @@ def _one_error_line(capsys) -> str:
     assert len(lines) == 1, err
     assert lines[0].startswith("error: "), err
     return lines[0]
-
-
-@pytest.fixture(scope="module")
-def prepared_tree(tmp_path_factory) -> Path:
-    """A work directory with both digit datasets prepared, copied into each test."""
-    root = tmp_path_factory.mktemp("prepared")
-    (root / "params.yaml").write_text(yaml.safe_dump(tiny_params(), sort_keys=False))
-    cwd = os.getcwd()
-    os.chdir(root)
-    try:
-        assert main(["prepare", "--dataset", "digits_0to4"]) == 0
-        assert main(["prepare", "--dataset", "digits_5to9"]) == 0
-    finally:
-        os.chdir(cwd)
-    return root
-
-
-@pytest.fixture
-def work(prepared_tree, tmp_path, monkeypatch) -> Path:
-    root = tmp_path / "w"
-    shutil.copytree(prepared_tree, root)
-    monkeypatch.chdir(root)
-    return root
 
 
 def _tiny_model_file(path: Path, **changes) -> None:

@@ -572,40 +572,16 @@ def test_a_finite_model_still_loads(tmp_path):
     assert meta["classes"] == list("abcde") and model.head.weight.shape[0] == 5
 
 
-@pytest.fixture(scope="module")
-def prepared_digits(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("digits")
-    (root / "params.yaml").write_text(yaml.safe_dump(_params(), sort_keys=False))
-    cwd = os.getcwd()
-    os.chdir(root)
-    try:
-        assert main(["prepare", "--dataset", "digits_0to4"]) == 0
-        assert main(["prepare", "--dataset", "digits_5to9"]) == 0
-    finally:
-        os.chdir(cwd)
-    return root
-
-
-@pytest.fixture
-def digits_work(prepared_digits, tmp_path, monkeypatch) -> Path:
-    import shutil
-
-    root = tmp_path / "w"
-    shutil.copytree(prepared_digits, root)
-    monkeypatch.chdir(root)
-    return root
-
-
-def test_attack_on_a_nan_model_exits_2_naming_it(digits_work, capsys):
+def test_attack_on_a_nan_model_exits_2_naming_it(work, capsys):
     """On main this attack exited 0 with accuracy 0.2 and a null Δ."""
     run = paths.readout_id("digits_5to9", "none", 0)
-    model = _model_file(digits_work / paths.readout_model(run), POISONS[0][1])
-    before = _snapshot(digits_work)
+    model = _model_file(work / paths.readout_model(run), POISONS[0][1])
+    before = _snapshot(work)
     argv = ["attack", "--kind", "readout", "--target", "digits_5to9", "--backbone", "none"]
     assert main([*argv, "--backbone_seed", "0"]) == 2
     line = _one_error_line(capsys)
-    assert str(model.relative_to(digits_work)) in line and "non-finite weights" in line, line
-    assert _snapshot(digits_work) == before
+    assert str(model.relative_to(work)) in line and "non-finite weights" in line, line
+    assert _snapshot(work) == before
 
 
 # ---------------------------------------------------------------------------------------------
@@ -701,18 +677,18 @@ def _run_limited(argv: list[str], cwd: Path, limit_bytes: int) -> subprocess.Com
     )
 
 
-def test_real_file_size_limit_in_prepare_is_one_line_and_keeps_the_old_shards(digits_work):
-    before = _snapshot(digits_work)
+def test_real_file_size_limit_in_prepare_is_one_line_and_keeps_the_old_shards(work):
+    before = _snapshot(work)
     proc = _run_limited(
         [sys.executable, "-m", "pipeline", "prepare", "--dataset", "digits_0to4"],
-        digits_work, 20_000,
+        work, 20_000,
     )  # fmt: skip
     assert proc.returncode == 2, proc.stderr
     lines = proc.stderr.splitlines()
     assert len(lines) == 1, proc.stderr
     assert lines[0].startswith("error: cannot write the outputs of prepare"), lines[0]
     assert "artifacts/prepared/digits_0to4" in lines[0] and "(EFBIG" in lines[0], lines[0]
-    assert _snapshot(digits_work) == before
+    assert _snapshot(work) == before
 
 
 def test_real_file_size_limit_in_torch_save_names_the_file(tmp_path):
@@ -737,9 +713,9 @@ def test_real_file_size_limit_in_torch_save_names_the_file(tmp_path):
 
 
 @pytest.mark.parametrize("fault", ["ENOSPC", "EROFS"])
-def test_prepare_on_a_full_or_read_only_disk_is_one_line(digits_work, capsys, monkeypatch, fault):
+def test_prepare_on_a_full_or_read_only_disk_is_one_line(work, capsys, monkeypatch, fault):
     code, fragment = FAULTS[fault]
-    before = _snapshot(digits_work)
+    before = _snapshot(work)
 
     def refuse(self, *args, **kwargs):
         raise OSError(code, os.strerror(code))
@@ -749,14 +725,14 @@ def test_prepare_on_a_full_or_read_only_disk_is_one_line(digits_work, capsys, mo
     line = _one_error_line(capsys)
     assert "the outputs of prepare" in line and "artifacts/prepared/digits_5to9" in line, line
     assert fragment in line, line
-    assert _snapshot(digits_work) == before
+    assert _snapshot(work) == before
 
 
-def test_shard_tool_on_a_full_disk_names_its_output(digits_work, capsys, monkeypatch):
-    out = digits_work / "myshards"
+def test_shard_tool_on_a_full_disk_names_its_output(work, capsys, monkeypatch):
+    out = work / "myshards"
     assert main(["shard", "digits", "--out", str(out), "--option", "image_size=8"]) == 0
     capsys.readouterr()
-    before = _snapshot(digits_work)
+    before = _snapshot(work)
 
     def refuse(self, *args, **kwargs):
         raise OSError(errno.ENOSPC, "No space left on device")
@@ -766,10 +742,10 @@ def test_shard_tool_on_a_full_disk_names_its_output(digits_work, capsys, monkeyp
     line = _one_error_line(capsys)
     assert f"cannot write {out}: no space left on device (ENOSPC)" in line, line
     assert "previous shard set (if any) is intact" in line
-    assert _snapshot(digits_work) == before
+    assert _snapshot(work) == before
 
 
-def test_a_read_only_run_folder_is_one_line_from_the_cli(digits_work, capsys, monkeypatch):
+def test_a_read_only_run_folder_is_one_line_from_the_cli(work, capsys, monkeypatch):
     """Outside any writer that names its file: the OSError's own file is named."""
     import pipeline.core.runlock as runlock
 
@@ -782,7 +758,7 @@ def test_a_read_only_run_folder_is_one_line_from_the_cli(digits_work, capsys, mo
     assert line == "error: cannot write artifacts/runs/prepare: read-only file system (EROFS)"
 
 
-def test_a_denied_read_is_not_blamed_on_the_outputs(digits_work, capsys, monkeypatch):
+def test_a_denied_read_is_not_blamed_on_the_outputs(work, capsys, monkeypatch):
     import pipeline.stages.prepare as prepare
 
     def refuse(*args, **kwargs):
@@ -794,7 +770,7 @@ def test_a_denied_read_is_not_blamed_on_the_outputs(digits_work, capsys, monkeyp
     assert line == "error: cannot access data/secret.jpg: permission denied (EACCES)", line
 
 
-def test_other_os_errors_are_not_dressed_as_resource_errors(digits_work, monkeypatch):
+def test_other_os_errors_are_not_dressed_as_resource_errors(work, monkeypatch):
     import pipeline.stages.prepare as prepare
 
     def boom(*args, **kwargs):
