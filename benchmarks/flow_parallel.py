@@ -103,8 +103,8 @@ def main() -> None:
                     f"flow work {times['flow work']:5.1f} s   (without {start:.1f} s of server start)"
                 )
         print(f"cores: {os.cpu_count()}")
-        print(f"ratio flow / repro: {times['flow'] / times['repro']:.3f}")
-        if "flow work" in times:
+        if {"flow", "repro"} <= set(times):
+            print(f"ratio flow / repro: {times['flow'] / times['repro']:.3f}")
             print(f"ratio flow work / repro: {times['flow work'] / times['repro']:.3f}")
     finally:
         if not ns.keep:

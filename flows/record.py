@@ -31,10 +31,11 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from pipeline.core.io import atomic_write_text
+from flows.lock_text import LockText
 
 LOCK_FILE = "dvc.lock"
 _LOCKS: dict[Path, threading.Lock] = {}  # one per workspace, shared by every DvcRecord of it
+_LOCK_TEXTS: dict[Path, LockText] = {}  # likewise: dvc.lock's parsed data and entry texts
 
 
 class MissingObject(RuntimeError):
@@ -52,6 +53,7 @@ class DvcRecord:
     def __init__(self, root: str | Path = ".", overlay: dict[str, bytes] | None = None):
         self.root = Path(root).resolve()
         self._lock = _LOCKS.setdefault(self.root, threading.Lock())
+        self._lock_text = _LOCK_TEXTS.setdefault(self.root, LockText(self.root / LOCK_FILE))
         self._overlay = {str(self.root / k): v for k, v in (overlay or {}).items()}
         self.overlay_reads: set[str] = set()  # overlaid files DVC has read (relative paths)
 
@@ -125,16 +127,12 @@ class DvcRecord:
         self._write_lock_entry(stage)
 
     def _write_lock_entry(self, stage) -> None:
-        """DVC's entry for the stage, written with DVC's serialiser, replacing the file at once."""
+        """DVC's entry for the stage, in DVC's text, replacing the file at once."""
         from dvc.stage.serialize import to_lockfile
-        from dvc.utils.serialize import dumps_yaml
 
-        data = self._read_lock()
-        if not data:
-            data = {"schema": "2.0", "stages": {}}
-        data.setdefault("stages", {})
-        data["stages"].update(to_lockfile(stage))
-        atomic_write_text(self.root / LOCK_FILE, dumps_yaml(data))
+        data = self._read_lock() or {"schema": "2.0", "stages": {}}
+        data.setdefault("stages", {}).update(to_lockfile(stage))
+        self._lock_text.write(data)
 
     # -- a pool of workers: entries and outputs travel between workspaces ------------------------
 
@@ -145,21 +143,14 @@ class DvcRecord:
 
     def write_entries(self, entries: dict[str, dict]) -> None:
         """Put entries computed in another workspace into this ``dvc.lock`` (atomically)."""
-        from dvc.utils.serialize import dumps_yaml
-
         with self._lock:
             data = self._read_lock() or {"schema": "2.0", "stages": {}}
             data.setdefault("stages", {}).update(entries)
-            atomic_write_text(self.root / LOCK_FILE, dumps_yaml(data))
+            self._lock_text.write(data)
 
     def _read_lock(self) -> dict:
-        """``dvc.lock`` as plain data, read by DVC's own safe YAML parser: six times faster than
-        the round-trip one (with ``ruamel.yaml.clib``), and dumping what it returns with DVC's
-        serialiser gives DVC's text byte for byte (``tests/flows/test_lock_text.py``)."""
-        from dvc.utils.serialize import parse_yaml
-
-        path = self.root / LOCK_FILE
-        return (parse_yaml(path.read_text(), str(path)) if path.is_file() else {}) or {}
+        """``dvc.lock`` as plain data, parsed by DVC's own parser (:mod:`flows.lock_text`)."""
+        return self._lock_text.read()
 
     def pull(self, paths: Iterable[str]) -> None:
         """Fetch outputs (paths relative to the root) from the remote and check them out.

@@ -43,15 +43,21 @@ def composed_params(params: str, overrides: list[str]) -> str | None:
     return text
 
 
-def _uncommitted(path: str) -> bool:
-    """``path`` differs from git's HEAD (or is untracked); False outside git."""
+def _unsaved(path: str) -> str | None:
+    """Why replacing ``path`` could lose a user's edits, or None when git holds them all.
+
+    Outside git (or without git) nothing can tell a hand edit from the original, so the file
+    counts as unsaved: the user moves it aside or commits it, never loses it silently.
+    """
     try:
         out = subprocess.run(
             ["git", "status", "--porcelain", "--", path], capture_output=True, text=True, check=True
         )
     except (OSError, subprocess.CalledProcessError):
-        return False
-    return bool(out.stdout.strip())
+        return f"{path} is not in a git repository, so its edits could not be recovered"
+    if out.stdout.strip():
+        return f"{path} has uncommitted edits (dvc exp run -S leaves its values there)"
+    return None
 
 
 def apply_params(params: str, overrides: list[str]) -> bool:
@@ -67,17 +73,15 @@ def apply_params(params: str, overrides: list[str]) -> bool:
         return False
     current = Path(WORKSPACE_PARAMS)
     on_top = Path(params).resolve() == current.resolve()
-    if (
-        not on_top
-        and current.is_file()
-        and not _written_by_us(current)
-        and _uncommitted(WORKSPACE_PARAMS)
-    ):
+    unsaved = None
+    if not on_top and current.is_file() and not _written_by_us(current):
+        unsaved = _unsaved(WORKSPACE_PARAMS)
+    if unsaved:
         raise ConfigError(
-            f"params.yaml has uncommitted edits (dvc exp run -S leaves its values there), and "
-            f"running {params} would replace them: commit them (git commit params.yaml), keep "
-            "them as an experiment (dvc exp save) and drop them (git checkout params.yaml), or "
-            "run the edited params.yaml itself (no --params, and --set for what should differ)"
+            f"{unsaved}, and running {params} would replace it: commit it (git commit "
+            "params.yaml), keep it as an experiment (dvc exp save) and drop it (git checkout "
+            "params.yaml), move it aside, or run the edited params.yaml itself (no --params, "
+            "and --set for what should differ)"
         )
     atomic_write_text(current, text)
     atomic_write_text(APPLIED, _digest(text.encode()))

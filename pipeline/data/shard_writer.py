@@ -73,13 +73,7 @@ def write_shards(
     if len(dataset) == 0:
         raise DatasetError(f"refusing to write an empty shard set to {out_dir}: dataset is empty")
     out_dir = Path(out_dir).expanduser()
-    if out_dir.exists() and not (
-        out_dir.is_dir() and ((out_dir / META_FILE).is_file() or not any(out_dir.iterdir()))
-    ):  # replacing is only safe for an earlier shard set: never delete unrelated files
-        raise ConfigError(
-            f"shard output {out_dir} exists and is not a shard set (no {META_FILE}); "
-            "choose an empty or new directory"
-        )
+    _check_replaceable(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = out_dir.parent / f".{out_dir.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     tmp.mkdir()
@@ -92,6 +86,37 @@ def write_shards(
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return meta
+
+
+def _check_replaceable(out_dir: Path) -> None:
+    """Replacing ``out_dir`` is only safe for an earlier shard set holding nothing else: a file
+    a user put there (or any folder that is not a set) is never deleted by a rewrite."""
+    if not out_dir.exists():
+        return
+    if not out_dir.is_dir():
+        raise ConfigError(f"shard output {out_dir} exists and is not a directory")
+    present = {p.name for p in out_dir.iterdir()}
+    if not present:
+        return
+    if META_FILE not in present:
+        raise ConfigError(
+            f"shard output {out_dir} exists and is not a shard set (no {META_FILE}); "
+            "choose an empty or new directory"
+        )
+    try:
+        listed = json.loads((out_dir / META_FILE).read_text()).get("shards")
+    except (OSError, ValueError, AttributeError):
+        listed = None
+    if not isinstance(listed, list):
+        raise ConfigError(f"{out_dir / META_FILE}: not a shard set's meta (no list of shards); "
+                          "choose an empty or new directory")  # fmt: skip
+    foreign = sorted(present - {META_FILE, *map(str, listed)})
+    if foreign:
+        more = f" and {len(foreign) - 1} more" if len(foreign) > 1 else ""
+        raise ConfigError(
+            f"shard output {out_dir} holds {foreign[0]}{more}, which is not part of its shard "
+            "set; a rewrite would delete it: move it away or choose another directory"
+        )
 
 
 def write_order(n: int, shuffle_seed: int | None) -> list[int] | None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 from dvc.utils.serialize import dumps_yaml, parse_yaml_for_update
 
 from flows.record import LOCK_FILE, DvcRecord
@@ -35,3 +37,27 @@ def test_lock_entries_are_written_as_dvc_writes_them(tmp_path):
     written = (tmp_path / LOCK_FILE).read_text()
     assert written == dumps_yaml(expected)
     assert DvcRecord(tmp_path).entry("second@1") == TRICKY
+
+
+def test_a_file_of_many_entries_is_dvcs_text_after_each_write(tmp_path):
+    record = DvcRecord(tmp_path)
+    expected = {"schema": "2.0", "stages": {}}
+    for i in range(5):  # new entries, and an earlier one replaced in place
+        name = f"stage@{i % 3}"
+        entry = {**copy.deepcopy(TRICKY), "cmd": f"{TRICKY['cmd']} --n {i}"}  # no shared parts
+        record.write_entries({name: entry})
+        expected["stages"][name] = entry
+        assert (tmp_path / LOCK_FILE).read_text() == dumps_yaml(expected)
+        assert DvcRecord(tmp_path).entry(name) == entry
+
+
+def test_an_edit_by_another_program_is_read_not_the_cached_text(tmp_path):
+    record = DvcRecord(tmp_path)
+    record.write_entries({"a@0": TRICKY})
+    other = {"schema": "2.0", "stages": {"b@0": {**TRICKY, "cmd": "edited elsewhere"}}}
+    (tmp_path / LOCK_FILE).write_text(dumps_yaml(other))  # e.g. a dvc commit meanwhile
+    record.write_entries({"c@0": TRICKY})
+    assert set(parse_yaml_for_update((tmp_path / LOCK_FILE).read_text(), LOCK_FILE)["stages"]) == {
+        "b@0",
+        "c@0",
+    }

@@ -136,6 +136,19 @@ def test_flow_and_dvc_repro_keep_one_record(project, prefect_harness, monkeypatc
     assert {s for i, s in status.items() if i not in restored} == {"up to date"}
     assert dvc_status(project) == {}
 
+    # Everything a stage writes that another reads is DVC's: pushed, a fresh clone pulls a
+    # workspace that DVC finds clean (an undeclared file would show as a changed dependency).
+    remote = project.parent / "remote"
+    sh([*DVC, "remote", "add", "-d", "store", str(remote)], project)
+    sh([*DVC, "push"], project)
+    clone = project.parent / "fresh"
+    sh(["git", "clone", "-q", str(project), str(clone)], project.parent)
+    for name in ("dvc.lock", "params.yaml", ".dvc/config"):
+        shutil.copy(project / name, clone / name)
+    sh([*DVC, "pull"], clone)
+    assert dvc_status(clone) == {}
+    assert (clone / "reports" / "transfer.md").read_text() == Path("reports/transfer.md").read_text()
+
 
 def test_killed_flow_completes_on_rerun(project, prefect_harness):
     from prefect.settings import PREFECT_API_URL

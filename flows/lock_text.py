@@ -1,0 +1,83 @@
+"""``dvc.lock`` read and written by the flow, as DVC writes it, without re-dumping every entry.
+
+Why this exists: the flow records each finished instance in ``dvc.lock`` itself (DVC has no API
+for "write this one stage's entry"). DVC's serialiser (ruamel's round-trip dumper) is pure
+Python; dumping the whole file after every stage made each record cost O(entries): 0.8 s for
+the default DAG's 63 entries (400 kB, most of it the code dependencies), and the flow records
+every instance, so the file was dumped 63 times. Here each entry is dumped once, at the
+indentation it has in the file, and the file is the concatenation; a test checks the bytes are
+DVC's (``tests/flows/test_lock_text.py``). The parsed file is kept while its stat is unchanged,
+so nothing is re-parsed that the flow itself wrote.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import threading
+from pathlib import Path
+
+from pipeline.core.io import atomic_write_text
+
+HEADER = {"schema": "2.0"}
+
+
+class LockText:
+    """One workspace's ``dvc.lock``: the parsed data and each entry's text, cached by content."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self._stamp: tuple | None = None  # stat of the file the cache describes
+        self._data: dict = {}
+        self._texts: dict[str, tuple[dict, str]] = {}  # name: (entry, its text in the file)
+        self._guard = threading.Lock()  # readers outside the record's lock share the cache
+
+    def read(self) -> dict:
+        """The file as plain data ({} when absent); a copy the caller may change."""
+        with self._guard:
+            stamp = self._stat()
+            if stamp is None:
+                return {}
+            if stamp != self._stamp:
+                from dvc.utils.serialize import parse_yaml
+
+                # DVC's safe parser: six times faster than the round-trip one, same values.
+                self._data = parse_yaml(self.path.read_text(), str(self.path)) or {}
+                self._stamp = stamp
+            return copy.deepcopy(self._data)
+
+    def write(self, data: dict) -> None:
+        """Replace the file (atomically) with ``data`` in DVC's text."""
+        with self._guard:
+            atomic_write_text(self.path, self.text(data))
+            self._data, self._stamp = copy.deepcopy(data), self._stat()
+
+    def text(self, data: dict) -> str:
+        """DVC's text of ``data``: its header, then each entry's (cached) text in order."""
+        from dvc.utils.serialize import dumps_yaml
+
+        stages = data.get("stages")
+        if set(data) != {"schema", "stages"} or data["schema"] != HEADER["schema"] or not stages:
+            return dumps_yaml(data)  # not the shape this splices: DVC's dumper does it all
+        return dumps_yaml({**HEADER, "stages": {}}).replace("stages: {}\n", "stages:\n") + "".join(
+            self._entry_text(name, entry) for name, entry in stages.items()
+        )
+
+    def _entry_text(self, name: str, entry: dict) -> str:
+        from dvc.utils.serialize import dumps_yaml
+
+        cached = self._texts.get(name)
+        if cached is not None and cached[0] == entry:
+            return cached[1]
+        whole = dumps_yaml({**HEADER, "stages": {name: entry}})
+        head = "stages:\n"
+        text = whole[whole.index(head) + len(head) :]
+        self._texts[name] = (copy.deepcopy(entry), text)
+        return text
+
+    def _stat(self) -> tuple | None:
+        try:
+            st = os.stat(self.path)
+        except FileNotFoundError:
+            return None
+        return (st.st_ino, st.st_size, st.st_mtime_ns)
