@@ -35,16 +35,19 @@ class LockText:
     def read(self) -> dict:
         """The file as plain data ({} when absent); a copy the caller may change."""
         with self._guard:
-            stamp = self._stat()
-            if stamp is None:
+            if not self._refresh():
                 return {}
-            if stamp != self._stamp:
-                from dvc.utils.serialize import parse_yaml
-
-                # DVC's safe parser: six times faster than the round-trip one, same values.
-                self._data = parse_yaml(self.path.read_text(), str(self.path)) or {}
-                self._stamp = stamp
             return copy.deepcopy(self._data)
+
+    def excerpt(self, name: str) -> bytes | None:
+        """A ``dvc.lock`` holding only ``name``'s entry (None when there is no file): what DVC
+        needs to judge or record that one stage, read in a fraction of the whole file's time."""
+        with self._guard:
+            if not self._refresh():
+                return None
+            entry = (self._data.get("stages") or {}).get(name)
+            data = {**HEADER, "stages": {name: entry} if entry is not None else {}}
+            return self.text(data).encode()
 
     def write(self, data: dict) -> None:
         """Replace the file (atomically) with ``data`` in DVC's text."""
@@ -74,6 +77,19 @@ class LockText:
         text = whole[whole.index(head) + len(head) :]
         self._texts[name] = (copy.deepcopy(entry), text)
         return text
+
+    def _refresh(self) -> bool:
+        """Parse the file if it changed since last read or written here; False when absent."""
+        stamp = self._stat()
+        if stamp is None:
+            return False
+        if stamp != self._stamp:
+            from dvc.utils.serialize import parse_yaml
+
+            # DVC's safe parser: six times faster than the round-trip one, same values.
+            self._data = parse_yaml(self.path.read_text(), str(self.path)) or {}
+            self._stamp = stamp
+        return True
 
     def _stat(self) -> tuple | None:
         try:

@@ -57,16 +57,27 @@ class DvcRecord:
         self._overlay = {str(self.root / k): v for k, v in (overlay or {}).items()}
         self.overlay_reads: set[str] = set()  # overlaid files DVC has read (relative paths)
 
-    def _repo(self):
+    def _repo(self, overlay: dict | None = None):
         from dvc.repo import Repo
 
-        if not self._overlay:
+        overlay = {**(overlay or {}), **self._overlay}
+        if not overlay:
             return Repo(str(self.root))
-        return Repo(str(self.root), fs=overlay_fs(self._overlay, self.root, self.overlay_reads))
+        return Repo(str(self.root), fs=overlay_fs(overlay, self.root, self.overlay_reads))
 
     @contextmanager
     def _stage(self, ident: str) -> Iterator:
-        with self._lock, self._repo() as repo, repo.lock:
+        """The instance's DVC stage, with DVC's repository lock held.
+
+        DVC is shown a ``dvc.lock`` holding only this instance's entry (made when DVC opens
+        the file, under its lock): judging or recording one stage needs no other entry, and
+        parsing the whole file (0.3 s at 63 entries, growing with the DAG) was most of each
+        call's cost. The real file is written by :meth:`_write_lock_entry`.
+        """
+        lock = None
+        if (self.root / LOCK_FILE).is_file():
+            lock = {str(self.root / LOCK_FILE): lambda: self._lock_text.excerpt(ident) or b""}
+        with self._lock, self._repo(lock) as repo, repo.lock:
             stages = repo.stage.collect(ident)
             if len(stages) != 1:
                 raise KeyError(f"{ident}: not a stage of {self.root / 'dvc.yaml'}")
@@ -195,8 +206,9 @@ class DvcRecord:
             repo.push(targets=[f"{self.root / 'dvc.yaml'}:{ident}"])
 
 
-def overlay_fs(files: dict[str, bytes], root: Path, reads: set[str]):
-    """DVC's local filesystem, except that ``files`` (absolute paths) read as the given bytes.
+def overlay_fs(files: dict, root: Path, reads: set[str]):
+    """DVC's local filesystem, except that ``files`` (absolute paths) read as the given bytes
+    (or what a callable given instead returns when the file is opened).
 
     DVC reads parameter files, ``dvc.yaml`` and ``dvc.lock`` through its repository's
     filesystem (``fs.open``); everything else (hashing deps and outs, its state database) is
@@ -219,7 +231,7 @@ def overlay_fs(files: dict[str, bytes], root: Path, reads: set[str]):
             if set(mode) & set("wax+"):
                 raise PermissionError(f"{path}: read-only here (an overlaid file)")
             reads.add(os.path.relpath(key, os.path.realpath(root)))
-            data = real[key]
+            data = real[key]() if callable(real[key]) else real[key]
             if "b" in mode:
                 return io.BytesIO(data)
             return io.StringIO(data.decode(kwargs.get("encoding") or "utf-8"))

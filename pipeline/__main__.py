@@ -165,7 +165,7 @@ def run_stage(command: str, argv: list[str]) -> int:
     _check_writes_inside(spec, item, dump, ident)
     if ns.dry_run:
         try:
-            shown = contract(spec, item, dump).__dict__ if spec else {}
+            shown = contract(spec, item, dump).as_dvc() if spec else {}
         except KeyError as exc:
             raise ConfigError(f"{exc.args[0]}: no such parameter for this item") from None
         print(json.dumps({"stage": command, **item, **shown}, indent=2))

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import yaml
 
-from pipeline.stages.registry import stage_specs
+from pipeline.stages.registry import overlays, stage_specs
 from pipeline.stages.spec import StageSpec, to_dvc
 
 HEADER = """\
@@ -60,7 +60,19 @@ def render() -> str:
             {spec.name: stanza(spec)}, sort_keys=False, width=1000, default_flow_style=False
         )
         blocks.append("\n".join("  " + line for line in text.splitlines()))
-    return HEADER + "stages:\n" + "\n\n".join(blocks) + "\n"
+    return HEADER + "stages:\n" + "\n\n".join(blocks) + "\n" + _plots()
+
+
+def _plots() -> str:
+    """The top-level ``plots``: charts that overlay the variants (templates in ``.dvc/plots``)."""
+    charts = [
+        {o.path: {"template": o.template, "x": o.x, "y": o.y, "title": o.title}}
+        for o in overlays()
+    ]
+    if not charts:
+        return ""
+    text = yaml.safe_dump({"plots": charts}, sort_keys=False, width=1000, allow_unicode=True)
+    return "\n" + text
 
 
 def main(argv: list[str]) -> int:

@@ -426,3 +426,33 @@ def test_no_temporary_server_when_a_server_is_configured():
     configured = temporary_settings(updates={PREFECT_API_URL: "http://127.0.0.1:9/api"})
     with configured, temporary_prefect_server() as url:
         assert url is None
+
+
+# -- outputs are replaced, never half-deleted; hand edits are never overwritten ------------------
+
+
+def test_a_shard_rewrite_never_deletes_a_file_the_user_put_in_its_folder(ws, tmp_path, capsys):
+    out = ws / "myshards"
+    assert main(["shard", "digits", "--out", str(out), "--option", "image_size=8"]) == 0
+    capsys.readouterr()
+    (out / "notes.txt").write_text("mine\n")
+    line = assert_refused(["shard", "digits", "--out", str(out), "--option", "image_size=8"],
+                          [str(out), "notes.txt"], capsys, tmp_path)  # fmt: skip
+    assert "not part of its shard set" in line
+
+
+def test_a_shard_meta_without_its_list_of_shards_is_not_replaced(ws, tmp_path, capsys):
+    out = ws / "other"
+    out.mkdir()
+    (out / "meta.json").write_text('{"something": "else"}\n')
+    assert_refused(["shard", "digits", "--out", str(out)], [str(out / "meta.json")], capsys,
+                   tmp_path)  # fmt: skip
+
+
+def test_use_params_outside_git_never_overwrites_the_params_file(ws, tmp_path, capsys):
+    edited = Path("params.yaml").read_text() + "# a hand edit\n"
+    Path("params.yaml").write_text(edited)
+    write_params("other.yaml", lambda p: p["attack"].update(n_samples=3))
+    line = assert_refused(["use-params", "other.yaml"], ["params.yaml", "not in a git repository"],
+                          capsys, tmp_path)  # fmt: skip
+    assert "move it aside" in line and Path("params.yaml").read_text() == edited

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pipeline.core import paths
-from pipeline.core.errors import PipelineError
+from pipeline.core.errors import ArtifactError, PipelineError
 
 KINDS = ("finetune", "readout")
 # Best-over-methods attack fields copied into each model's row (and results.csv).
@@ -188,3 +188,15 @@ def collect_results(
         "methods": methods,
         "budgets": sorted(budgets),
     }
+
+
+def sigma_history(path: Path) -> tuple[list[float], list[float]]:
+    """``(epochs, Σ σ_max²)`` of a training history; a malformed file is an error naming it
+    (raised before the report replaces anything, so the previous report stays whole)."""
+    try:
+        rows = [r for r in json.loads(path.read_text()) if "sum_sigma_max_sq" in r]
+        pairs = [(float(r["epoch"]), float(r["sum_sigma_max_sq"])) for r in rows]
+    except (OSError, ValueError, TypeError, KeyError) as exc:
+        raise ArtifactError(f"{path}: not a training history ({type(exc).__name__}); "
+                            "re-run its stage (dvc repro --force <stage>)") from None  # fmt: skip
+    return [e for e, _ in pairs], [v for _, v in pairs]

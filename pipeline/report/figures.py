@@ -4,7 +4,6 @@ inputs give the same bytes."""
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 
@@ -14,7 +13,7 @@ matplotlib.use("Agg")  # files only; no display on servers or CI
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from pipeline.core.errors import ArtifactError  # noqa: E402
+from pipeline.report.collect import sigma_history  # noqa: E402
 
 # PNG text chunks: matplotlib writes "Software" (its version) unless told not to.
 PNG_METADATA = {"Software": None}
@@ -64,7 +63,7 @@ def plot_pretrain_sigmas(metrics_root: Path, runs: list[tuple[str, str]], out: P
         hist_path = metrics_root / run_id / "history.json"
         if not hist_path.is_file():
             continue
-        epochs, values = _sigma_history(hist_path)
+        epochs, values = sigma_history(hist_path)
         if epochs:
             first = variant not in colors
             colors.setdefault(variant, plt.cm.tab10(len(colors) % 10))
@@ -80,18 +79,6 @@ def plot_pretrain_sigmas(metrics_root: Path, runs: list[tuple[str, str]], out: P
     ax.legend(fontsize=8)
     fig.tight_layout()
     return _save(fig, out)
-
-
-def _sigma_history(path: Path) -> tuple[list[float], list[float]]:
-    """``(epochs, Σ σ_max²)`` of a training history; a malformed file is an error naming it
-    (raised before the report replaces anything, so the previous report stays whole)."""
-    try:
-        rows = [r for r in json.loads(path.read_text()) if "sum_sigma_max_sq" in r]
-        pairs = [(float(r["epoch"]), float(r["sum_sigma_max_sq"])) for r in rows]
-    except (OSError, ValueError, TypeError, KeyError) as exc:
-        raise ArtifactError(f"{path}: not a training history ({type(exc).__name__}); "
-                            "re-run its stage (dvc repro --force <stage>)") from None  # fmt: skip
-    return [e for e, _ in pairs], [v for _, v in pairs]
 
 
 def plot_queries(

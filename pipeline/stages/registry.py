@@ -10,7 +10,7 @@ from __future__ import annotations
 import importlib
 from types import ModuleType
 
-from pipeline.stages.spec import StageSpec
+from pipeline.stages.spec import Overlay, StageSpec
 
 # Left out of every stage's code deps (pipeline.core.codedeps):
 NOT_A_STAGE_DEPENDENCY = "the list of stages: adding one changes no other stage's result"
@@ -34,3 +34,8 @@ def stage_module(command: str) -> ModuleType:
 def stage_specs() -> list[StageSpec]:
     """Every DVC stage, in ``dvc.yaml`` order."""
     return [spec for command in COMMANDS for spec in stage_module(command).STAGES]
+
+
+def overlays() -> list[Overlay]:
+    """The charts over several runs (``dvc.yaml``'s top-level ``plots``), in stage order."""
+    return [o for command in COMMANDS for o in getattr(stage_module(command), "OVERLAYS", ())]

@@ -15,6 +15,13 @@ from pipeline.report.figures import (
     plot_transfer,
 )
 from pipeline.report.findings import ranking_sentence
+from pipeline.report.plot_data import (
+    ACCURACY_VS_DELTA,
+    DELTA_VS_QUERIES,
+    PLOTS,
+    SIGMA_OVER_TRAINING,
+    write_plot_data,
+)
 from pipeline.report.primary import UNCONVERGED, UNTESTABLE, YES, primary_results
 from pipeline.report.tables import (
     convergence_table,
@@ -24,7 +31,7 @@ from pipeline.report.tables import (
     primary_table,
 )
 from pipeline.report.variants import summarize_variants
-from pipeline.stages.spec import Arg, StageSpec
+from pipeline.stages.spec import Arg, Overlay, StageSpec
 
 OUT_MD = paths.REPORTS / "transfer.md"
 OUT_CSV = paths.REPORTS / "results.csv"
@@ -42,10 +49,19 @@ STAGES = (
         params=("report", "pretrain.run", "ssl.run", "finetune.run"),
         # The whole folder: a config without SSL (say) produces no metrics/ssl.
         deps=(str(paths.METRICS),),
-        outs=(str(OUT_MD), str(FIGURES), str(OUT_CSV)),
+        outs=(str(OUT_MD), str(FIGURES), str(OUT_CSV), str(PLOTS)),
         metrics=(str(HEADLINE),),
     ),
 )
+# The charts `dvc plots show` draws over the variants (dvc.yaml's top-level plots).
+OVERLAYS = (
+    Overlay(str(ACCURACY_VS_DELTA), "overlay_points", "mean_delta", "test_acc",
+            "test accuracy against mean Δ of the declared attack, per model"),
+    Overlay(str(DELTA_VS_QUERIES), "overlay_lines", "queries", "mean_delta",
+            "mean Δ found within a query budget, per model"),
+    Overlay(str(SIGMA_OVER_TRAINING), "overlay_lines", "epoch", "sum_sigma_max_sq",
+            "Σ σ_max² of the feature layers over pretraining, per run"),
+)  # fmt: skip
 
 
 def run(cfg) -> dict:
@@ -60,7 +76,7 @@ def run(cfg) -> dict:
     targets = sorted({v["target"] for v in variants})
     # Everything is written beside the old report and swapped in at the end: a failure (a
     # corrupt metrics file, a full disk) leaves the previous report and figures as they were.
-    with staged_replace(paths.REPORTS, (OUT_MD, OUT_CSV, HEADLINE, FIGURES)) as staged:
+    with staged_replace(paths.REPORTS, (OUT_MD, OUT_CSV, HEADLINE, FIGURES, PLOTS)) as staged:
         out = _write_report(cfg, results, variants, tests, convergence, targets, staged)
     return out
 
@@ -97,6 +113,7 @@ def _write_report(cfg, results, variants, tests, convergence, targets, staged: P
         "",
     ]
     write_csv(staged / OUT_CSV.name, [m.row(methods, budgets) for m in models])
+    write_plot_data(staged / PLOTS.name, models, primary.attack, budgets, _histories(results))
     write_json(staged / HEADLINE.name, headline(tests, variants))
     atomic_write_text(staged / OUT_MD.name, "\n".join(lines))
     return {
@@ -206,6 +223,16 @@ def _pretraining(results: dict, figures: Path) -> list[str]:
         if sig:
             lines += ["", "![Σ σ_max² over SSL training](figures/ssl_sigma.png)"]
     return lines
+
+
+def _histories(results: dict) -> list[tuple[str, str, Path]]:
+    """(stage, variant, history.json) of every pretraining run the report reads."""
+    return [
+        (stage, r["variant"], paths.METRICS / stage / run_id / "history.json")
+        for stage in ("pretrain", "ssl")
+        for r in results[stage]
+        for run_id in [paths.backbone_id(r["variant"], r.get("seed", 0))]
+    ]
 
 
 def _runs(rows: list[dict]) -> list[tuple[str, str]]:
