@@ -19,12 +19,19 @@ from pipeline.plan import StageInstance
 
 
 def execute_stage(
-    record: DvcRecord, inst: StageInstance, devices: list[int] | None, log, cpus: int | None = None
+    record: DvcRecord,
+    inst: StageInstance,
+    devices: list[int] | None,
+    log,
+    cpus: int | None = None,
+    released=None,
 ) -> tuple[str, str]:
     """Run one instance the way ``dvc repro`` would; ``(status, message)``.
 
     The plain function behind the task, so it can be tested without Prefect. The stage reports
     its progress on its output (``PIPELINE_PROGRESS``), shown by :mod:`flows.progress`.
+    ``released()`` is called when the stage's process has ended well, before DVC records it:
+    its cores are free for the next stage while the outputs are hashed and cached.
     """
     command = record.prepare(inst.id)
     if command == "up to date":
@@ -40,6 +47,8 @@ def execute_stage(
         run_streaming(argv, env, log, inst.id, cwd=str(record.root), on_line=progress.line)
     finally:
         progress.close()
+    if released is not None:  # not after a failure: a retry runs the process again
+        released()
     record.commit(inst.id)
     return "ran", "ran and recorded in dvc.lock"
 

@@ -1,7 +1,10 @@
-"""A worker's sign of life: a Prefect variable that changes every few seconds while a run lives.
+"""A worker's signs of life.
 
-The flow's side (:func:`flows.pool.await_run`) reads it and declares the worker lost when it
-stops changing; the variable's name comes from :func:`flows.protocol.beat_variable`.
+* Per run: a Prefect variable that changes every few seconds while the run lives. The flow's
+  side (:func:`flows.pool.await_run`) reads it and declares the worker lost when it stops
+  changing; the variable's name comes from :func:`flows.protocol.beat_variable`.
+* Per worker: Prefect's own worker heartbeat to the pool's work pool, so the UI's Work Pools
+  page lists the worker (online while it beats) under the pool's name.
 """
 
 from __future__ import annotations
@@ -43,3 +46,20 @@ def heartbeat(run_id: str, every_s: float) -> Iterator[None]:
     finally:
         stop.set()
         thread.join(timeout=10)
+
+
+def announce_worker(pool: str, name: str, every_s: float) -> threading.Thread:
+    """Beat Prefect's worker heartbeat for ``name`` in work pool ``pool`` until the process
+    ends (a daemon thread: nothing of it outlives the worker)."""
+    from prefect.client.orchestration import get_client
+
+    def beat() -> None:
+        with get_client(sync_client=True) as client:
+            while True:
+                with contextlib.suppress(Exception):  # a missed beat is not an error
+                    client.send_worker_heartbeat(pool, name, heartbeat_interval_seconds=every_s)
+                threading.Event().wait(every_s)
+
+    thread = threading.Thread(target=beat, name="worker-heartbeat", daemon=True)
+    thread.start()
+    return thread

@@ -32,7 +32,14 @@ from prefect.cache_policies import NO_CACHE
 
 from flows.execute import execute_stage, retryable, stage_state
 from flows.launch import StageFailed
-from flows.protocol import FLOW_NAME, beat_variable, deployment_name, git_head, parse_result
+from flows.protocol import (
+    FLOW_NAME,
+    QUEUED,
+    beat_variable,
+    deployment_name,
+    git_head,
+    parse_result,
+)
 from flows.record import DvcRecord
 from pipeline.core.errors import ConfigError
 from pipeline.plan import StageInstance
@@ -86,16 +93,34 @@ def pool_job(pool: str, root: Path, instances: list[StageInstance], device: str,
             f"workers run the committed code, and {changed[0]} has uncommitted changes: "
             "commit them (and check that commit out on every worker)"
         )
-    queues = sorted({queue_for(i, device) for i in instances if not runs_in_flow(i)})
-    missing = [q for q in queues if not _served(pool, q)]
-    if missing:
-        raise ConfigError(
-            f"--pool {pool}: no worker has served queue {missing[0]!r} "
-            f"(deployment {FLOW_NAME}/{deployment_name(pool, missing[0])}); start one in a "
-            f"clone with `python -m flows.worker --pool {pool}`"
-        )
+    device = pool_device(pool, instances, device)
     params_text = (root / "params.yaml").read_text()
     return PoolJob(pool, commit, params_text, device, lost_after_s)
+
+
+def pool_device(pool: str, instances: list[StageInstance], device: str) -> str:
+    """The device the pool's runs use: ``run.device``, except that ``auto`` on a pool no GPU
+    worker has ever served runs on the workers' CPUs, as ``auto`` does on a machine without
+    GPUs (the flow logs it). ConfigError naming the queue, and the setting, otherwise."""
+
+    def unserved(dev: str) -> list[str]:
+        queues = sorted({queue_for(i, dev) for i in instances if not runs_in_flow(i)})
+        return [q for q in queues if not _served(pool, q)]
+
+    missing = unserved(device)
+    if missing and device == "auto" and not unserved("cpu"):
+        return "cpu"
+    if missing:
+        hint = "" if missing[0] == "cpu" else (
+            f" (run.device is {device}; a worker without GPUs serves only queue 'cpu': "
+            "--set run.device=cpu runs the stages on such workers)"
+        )  # fmt: skip
+        raise ConfigError(
+            f"--pool {pool}: no worker has served queue {missing[0]!r} "
+            f"(deployment {FLOW_NAME}/{deployment_name(pool, missing[0])}){hint}; start one in "
+            f"a clone with `python -m flows.worker --pool {pool}`"
+        )
+    return device
 
 
 def _served(pool: str, queue: str) -> bool:
@@ -161,10 +186,31 @@ def read_result(client, run_id) -> dict | None:
     return None
 
 
+def submit_run(client, ident: str, pool: str, queue: str, parameters: dict):
+    """A run of the pool's deployment for ``queue``, *Queued* until a worker takes it.
+
+    What ``run_deployment`` does, but for two things: the run waits in a Scheduled state named
+    :data:`~flows.protocol.QUEUED` (Prefect turns only a state named "Scheduled" Late, and a
+    stage waiting for a free worker is not late), and its parent is this stage's task run, so
+    the UI draws the worker's run inside the stage that waits for it.
+    """
+    from prefect.runtime import task_run
+    from prefect.states import Scheduled
+
+    deployment = client.read_deployment_by_name(f"{FLOW_NAME}/{deployment_name(pool, queue)}")
+    return client.create_flow_run_from_deployment(
+        deployment.id,
+        parameters=parameters,
+        state=Scheduled(name=QUEUED),
+        name=ident,
+        tags=[pool, queue],
+        parent_task_run_id=task_run.get_id(),
+    )
+
+
 def run_on_pool(root: str, inst: StageInstance, job: PoolJob, log) -> tuple[str, str]:
     """Like :func:`flows.execute.execute_stage`, with the run on a worker; ``(status, message)``."""
     from prefect.client.orchestration import get_client
-    from prefect.deployments import run_deployment
 
     record = DvcRecord(root)
     verdict = record.prepare(inst.id, clear=False)  # the worker runs it, in its own clone
@@ -185,15 +231,10 @@ def run_on_pool(root: str, inst: StageInstance, job: PoolJob, log) -> tuple[str,
     queue = queue_for(inst, job.device)
     parameters = {"ident": inst.id, "upstream": upstream, "params_text": job.params_text,
                   "commit": job.commit, "queue": queue}  # fmt: skip
-    run = run_deployment(
-        f"{FLOW_NAME}/{deployment_name(job.pool, queue)}",
-        parameters=parameters,
-        timeout=0,
-        flow_run_name=inst.id,
-        tags=[job.pool, queue],
-    )
-    log.info("%s: submitted to pool %s, queue %s (flow run %s)", inst.id, job.pool, queue, run.name)
     with get_client(sync_client=True) as client:
+        run = submit_run(client, inst.id, job.pool, queue, parameters)
+        log.info("%s: submitted to pool %s, queue %s (flow run %s)", inst.id, job.pool, queue,
+                 run.name)  # fmt: skip
         state = await_run(client, run.id, inst.id, job, log)
         result = read_result(client, run.id)
     if result is None:

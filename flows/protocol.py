@@ -8,6 +8,7 @@ reads it back.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import subprocess
 from pathlib import Path
@@ -16,6 +17,13 @@ from pipeline.core.errors import ConfigError
 
 FLOW_NAME = "pool-stage"
 RESULT_FENCE = "```json"
+# The Prefect work pool named after the pool is of this type: the UI lists it with its queues
+# and workers, and no Prefect worker of another type (``prefect worker start``) ever takes its
+# runs; only ``python -m flows.worker`` serves them.
+WORK_POOL_TYPE = "flows-worker"
+# A run waiting for a worker is in this Scheduled state (Prefect marks only a state named
+# "Scheduled" Late): the UI shows it queued, not late.
+QUEUED = "Queued"
 
 
 def deployment_name(pool: str, queue: str) -> str:
@@ -54,3 +62,24 @@ def parse_result(markdown: str) -> dict:
     """Inverse of :func:`result_markdown`."""
     start = markdown.index(RESULT_FENCE) + len(RESULT_FENCE)
     return json.loads(markdown[start : markdown.rindex("```")])
+
+
+def ensure_work_pool(client, pool: str) -> None:
+    """Create the pool's Prefect work pool unless it exists (``client``: a sync client)."""
+    from prefect.client.schemas.actions import WorkPoolCreate
+    from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
+
+    try:
+        client.read_work_pool(pool)
+        return
+    except ObjectNotFound:
+        pass
+    with contextlib.suppress(ObjectAlreadyExists):  # another worker created it meanwhile
+        client.create_work_pool(
+            WorkPoolCreate(
+                name=pool,
+                type=WORK_POOL_TYPE,
+                description="DVC stage instances, served by `python -m flows.worker --pool "
+                f"{pool}` in clones of the project; queues: cpu, gpu1, gpu2, ...",
+            )
+        )

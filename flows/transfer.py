@@ -57,16 +57,21 @@ DONE = ("ran", "up to date", "restored")
 
 @task(name="stage", cache_policy=NO_CACHE, persist_result=False, retry_condition_fn=retryable)
 def run_stage(
-    root: str, inst: StageInstance, devices: list[int] | None = None, cpus: int | None = None
+    root: str,
+    inst: StageInstance,
+    devices: list[int] | None = None,
+    cpus: int | None = None,
+    released=None,
 ):
     """Prefect task: one stage instance; its state says whether it ran, was up to date or restored.
 
     A failed stage is a Failed state whose message is the stage's own error line: the UI and
-    the terminal show that line, not a traceback of the flow's code.
+    the terminal show that line, not a traceback of the flow's code. ``released``: called when
+    the stage's process has ended (:func:`flows.execute.execute_stage`).
     """
     log = get_run_logger()
     try:
-        status, message = execute_stage(DvcRecord(root), inst, devices, log, cpus)
+        status, message = execute_stage(DvcRecord(root), inst, devices, log, cpus, released)
     except StageFailed as exc:
         return Failed(message=str(exc), data=exc)
     return stage_state(inst, status, message, log)
@@ -133,7 +138,10 @@ class Schedule:
 
     Each task is submitted with its upstream tasks' futures as ``wait_for`` (done by then,
     so nothing waits twice): Prefect records the dependencies and its UI draws the DAG's edges.
-    ``submit(inst, devices, wait_for)`` returns the task's future.
+    ``submit(inst, devices, wait_for, released)`` returns the task's future; the task calls
+    ``released()`` when its process has ended, and the next stage may start on its cores while
+    DVC records the finished one (its GPUs stay taken until the task ends, should a failed
+    record be retried; a stage's dependents wait for the record).
     """
 
     def __init__(self, chosen: list[StageInstance], submit, gpus: int, max_parallel: int):
@@ -144,8 +152,9 @@ class Schedule:
         self.status: dict[str, str] = {}
         self.errors: dict[str, str] = {}  # id: the failed task's message
         self.futures: dict[str, object] = {}
-        self.running: dict[str, list[int] | None] = {}
-        self.finished: queue.Queue[str] = queue.Queue()
+        self.running: dict[str, list[int] | None] = {}  # tasks not finished: their GPUs
+        self.holding: set[str] = set()  # of those, the ones whose process may still run
+        self.events: queue.Queue[tuple[str, str]] = queue.Queue()  # ("released"|"done", id)
 
     def run(self) -> dict[str, str]:
         """``{id: status}``: ran, up to date, restored, failed or upstream failed."""
@@ -154,7 +163,7 @@ class Schedule:
                 self._consider(inst)
             if not self.running:
                 break
-            self._collect(self.finished.get())
+            self._handle(*self.events.get())
         return self.status
 
     def _consider(self, inst: StageInstance) -> None:
@@ -162,7 +171,7 @@ class Schedule:
         failed = [u for u in ups if self.status.get(u) not in (None, *DONE)]
         if failed:
             self._skip(inst, ups, failed)
-        elif len(self.running) < self.max_parallel and all(self.status.get(u) in DONE for u in ups):
+        elif len(self.holding) < self.max_parallel and all(self.status.get(u) in DONE for u in ups):
             self._start(inst, ups)
 
     def _skip(self, inst: StageInstance, ups: list[str], failed: list[str]) -> None:
@@ -179,11 +188,21 @@ class Schedule:
         devices = self.devices.acquire(inst.gpus if (self.gpus and inst.gpus) else 0)
         if devices is None:
             return
-        future = self.submit(inst, devices, [self.futures[u] for u in ups])
-        future.add_done_callback(lambda _f, i=inst.id: self.finished.put(i))
-        self.futures[inst.id] = future
         self.running[inst.id] = devices
+        self.holding.add(inst.id)
         del self.pending[inst.id]
+
+        def released(i: str = inst.id) -> None:  # called from the task's thread
+            self.events.put(("released", i))
+
+        future = self.submit(inst, devices, [self.futures[u] for u in ups], released)
+        future.add_done_callback(lambda _f, i=inst.id: self.events.put(("done", i)))
+        self.futures[inst.id] = future
+
+    def _handle(self, event: str, ident: str) -> None:
+        self.holding.discard(ident)  # its process ended (or it never started one)
+        if event == "done":
+            self._collect(ident)
 
     def _collect(self, ident: str) -> None:
         self.devices.release(self.running.pop(ident))
@@ -200,7 +219,7 @@ class Schedule:
 def _submitter(root: str, job, gpus: int, cpus: int, options: dict):
     """How the schedule submits an instance: here, or to a pool's workers (``job``)."""
 
-    def submit(inst: StageInstance, devices: list[int] | None, wait_for: list):
+    def submit(inst: StageInstance, devices: list[int] | None, wait_for: list, released=None):
         task_options = dict(task_run_name=inst.id, **options)
         if job is not None:
             from flows.pool import pool_stage
@@ -208,7 +227,7 @@ def _submitter(root: str, job, gpus: int, cpus: int, options: dict):
             return pool_stage.with_options(**task_options).submit(root, inst, job,
                                                                   wait_for=wait_for)  # fmt: skip
         return run_stage.with_options(**task_options).submit(
-            root, inst, devices if gpus else None, cpus, wait_for=wait_for
+            root, inst, devices if gpus else None, cpus, released, wait_for=wait_for
         )
 
     return submit
@@ -276,6 +295,9 @@ def transfer(
             from flows.pool import pool_job
 
             job = pool_job(pool, Path.cwd(), chosen, cfg.run.device, lost_after_s)
+            if job.device != cfg.run.device:
+                log.info("pool %s: no worker has served a GPU queue, so its stages run on the "
+                         "workers' CPUs (run.device %s)", pool, cfg.run.device)  # fmt: skip
             max_parallel = max_parallel or 32  # the workers' limits decide how many really run
     except PipelineError as exc:  # expected: its one line is the run's failure, no traceback
         return Failed(message=one_line(exc), data=exc)

@@ -43,11 +43,12 @@ from prefect.states import Completed, Failed
 
 from flows.clone_run import run_here
 from flows.gpu_locks import gpus_taken
-from flows.heartbeat import heartbeat
+from flows.heartbeat import announce_worker, heartbeat
 from flows.launch import StageFailed
 from flows.protocol import (
     FLOW_NAME,
     deployment_name,
+    ensure_work_pool,
     git_head,
     queue_gpus,
     result_markdown,
@@ -77,6 +78,14 @@ def stage_on_worker(ident: str, upstream: dict, params_text: str, commit: str, q
     log = get_run_logger()
     worker = os.environ.get(WORKER_ENV) or socket.gethostname()
     root = Path.cwd().resolve()
+    if (flow_run.run_count or 1) > 1:
+        # A "Retry" in the UI: no flow waits for this run, so nothing would write its
+        # dvc.lock entry; the stage is run (and recorded) by running the flow again.
+        message = (f"{ident}: a pool stage is not retried from the UI (its result would not "
+                   "reach dvc.lock); run the flow again (python -m flows.transfer --pool ...): "
+                   "it runs what is not up to date and records it")  # fmt: skip
+        log.error("%s", message)
+        return Failed(message=message)
     log.info("%s: on worker %s (%s)", ident, worker, root)
     result: dict = {"worker": worker, "ident": ident}
     try:
@@ -142,18 +151,24 @@ def main(argv: list[str] | None = None) -> int:
         os.environ[CHECKPOINT_DIR_ENV] = str(Path(ns.checkpoint_dir).expanduser().resolve())
     import asyncio
 
+    from prefect.client.orchestration import get_client
     from prefect.runner import Runner
 
     import flows.worker as this  # the flow by its module name, not __main__, for run processes
 
-    runner = Runner(name=os.environ[WORKER_ENV].replace(":", "-"), query_seconds=ns.poll,
-                    limit=ns.limit or max(ns.gpus, 1), pause_on_shutdown=False)  # fmt: skip
+    name = os.environ[WORKER_ENV].replace(":", "-")
+    with get_client(sync_client=True) as client:
+        ensure_work_pool(client, ns.pool)  # the UI's Work Pools page lists it, and us in it
+    runner = Runner(name=name, query_seconds=ns.poll, limit=ns.limit or max(ns.gpus, 1),
+                    pause_on_shutdown=False)  # fmt: skip
     for queue in queues:
         runner.add_deployment(
             this.stage_on_worker.to_deployment(
-                name=deployment_name(ns.pool, queue), tags=[ns.pool, queue]
+                name=deployment_name(ns.pool, queue), tags=[ns.pool, queue],
+                work_pool_name=ns.pool, work_queue_name=queue,
             )
-        )
+        )  # fmt: skip
+    announce_worker(ns.pool, name, ns.beat)
     print(f"worker {os.environ[WORKER_ENV]} serves pool {ns.pool}, queues {', '.join(queues)}",
           flush=True)  # fmt: skip
     with contextlib.suppress(KeyboardInterrupt):

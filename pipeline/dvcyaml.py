@@ -66,8 +66,7 @@ def render() -> str:
 def _plots() -> str:
     """The top-level ``plots``: charts that overlay the variants (templates in ``.dvc/plots``)."""
     charts = [
-        {o.path: {"template": o.template, "x": o.x, "y": o.y, "title": o.title}}
-        for o in overlays()
+        {o.path: {"template": o.template, "x": o.x, "y": o.y, "title": o.title}} for o in overlays()
     ]
     if not charts:
         return ""

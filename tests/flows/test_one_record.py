@@ -147,7 +147,9 @@ def test_flow_and_dvc_repro_keep_one_record(project, prefect_harness, monkeypatc
         shutil.copy(project / name, clone / name)
     sh([*DVC, "pull"], clone)
     assert dvc_status(clone) == {}
-    assert (clone / "reports" / "transfer.md").read_text() == Path("reports/transfer.md").read_text()
+    assert (clone / "reports" / "transfer.md").read_text() == Path(
+        "reports/transfer.md"
+    ).read_text()
 
 
 def test_killed_flow_completes_on_rerun(project, prefect_harness):

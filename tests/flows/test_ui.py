@@ -103,7 +103,7 @@ def test_a_running_stage_updates_its_progress_artifact(workdir, prefect_harness,
 # -- the DAG, the report, the names -------------------------------------------------------------
 
 
-def _fake_stage(record, inst, devices, log, cpus=None):
+def _fake_stage(record, inst, devices, log, cpus=None, released=None):
     """Write the instance's outputs (a report with a figure for ``report``) and say it ran."""
     for product in inst.products:
         path = record.root / product
@@ -249,7 +249,7 @@ def test_crashes_are_retried_as_often_as_asked_user_errors_never(prefect_harness
 
     calls: list[int] = []
 
-    def crash(record, inst, devices, log, cpus=None):
+    def crash(record, inst, devices, log, cpus=None, released=None):
         calls.append(1)
         raise StageFailed(inst.id, int(inst.item["code"]), ["error: x"])
 

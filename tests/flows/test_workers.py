@@ -125,16 +125,19 @@ def pool_project(tmp_path, monkeypatch):
 
 
 def test_dag_runs_across_two_workers_through_the_remote(pool_project, tmp_path, prefect_harness):
-    project = pool_project(pool_params())
+    params = pool_params()
+    params["run"]["device"] = "auto"  # no GPU worker: the pool runs on CPUs, nothing to set
+    project = pool_project(params)
     workers = [Worker(name, project, tmp_path) for name in ("w1", "w2")]
     try:
         for worker in workers:
             worker.wait_serving()
         status = flow_module.transfer(save_experiment=False, pool=POOL, retries=0)
+        assert set(status.values()) == {"ran"}, status
+        what_the_ui_shows(project, {"w1", "w2"})
     finally:
         for worker in workers:
             worker.stop()
-    assert set(status.values()) == {"ran"}, status
 
     # Model stages ran on the workers, each on exactly one; prepare and report in the flow.
     ran_by = {ident: w.name for w in workers for ident in w.ran()}
@@ -158,6 +161,40 @@ def test_dag_runs_across_two_workers_through_the_remote(pool_project, tmp_path, 
     cloud = sh([*DVC, "status", "--cloud", "--json"], project).stdout.strip()
     assert cloud in ("", "{}"), cloud
     fresh_clone_pulls_everything(project, tmp_path)
+
+
+def what_the_ui_shows(project: Path, worker_names: set[str]) -> None:
+    """The Work Pools page lists the pool and its workers; no stage's run was ever Late; each
+    worker run hangs under its stage's task run; a UI "Retry" of one is refused, not run
+    outside the record."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowFilter, FlowFilterName
+    from prefect.states import AwaitingRetry
+
+    from flows.protocol import FLOW_NAME, QUEUED, WORK_POOL_TYPE
+
+    with get_client(sync_client=True) as client:
+        assert client.read_work_pool(POOL).type == WORK_POOL_TYPE
+        listed = {w.name for w in client.read_workers_for_work_pool(POOL)}
+        assert worker_names <= listed, listed
+        runs = client.read_flow_runs(flow_filter=FlowFilter(name=FlowFilterName(any_=[FLOW_NAME])))
+        assert runs
+        for run in runs:
+            names = [st.name for st in client.read_flow_run_states(run.id)]
+            assert names[0] == QUEUED and "Late" not in names, names
+            assert run.parent_task_run_id is not None and run.work_pool_name == POOL
+
+        lock = (project / "dvc.lock").read_bytes()
+        retried = runs[0]
+        client.set_flow_run_state(retried.id, AwaitingRetry(), force=True)  # the UI's "Retry"
+        deadline = time.monotonic() + 90
+        while not (state := client.read_flow_run(retried.id).state).is_final() or (
+            client.read_flow_run(retried.id).run_count < 2
+        ):
+            assert time.monotonic() < deadline, state
+            time.sleep(0.5)
+    assert state.is_failed() and "not retried from the UI" in state.message, state
+    assert (project / "dvc.lock").read_bytes() == lock
 
 
 def _upstream(ident: str) -> list[str]:

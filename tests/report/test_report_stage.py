@@ -260,5 +260,15 @@ def test_a_failed_report_leaves_the_previous_one(tree):
         report.run(_cfg())
     assert _digest(tree / "reports") == before
     assert sorted(p.name for p in (tree / "reports").iterdir()) == [
-        "figures", "headline.json", "results.csv", "transfer.md"
+        "figures", "headline.json", "plots", "results.csv", "transfer.md"
     ]  # fmt: skip
+
+
+def test_a_malformed_history_is_a_one_line_error_and_keeps_the_report(tree):
+    report.run(_cfg())
+    before = _digest(tree / "reports")
+    bad = tree / "metrics/pretrain/rep_spectral/seed2/history.json"
+    bad.write_text('[{"epoch": 1, "sum_sigma_max_sq": "not a number"}]')
+    with pytest.raises(PipelineError, match="history.json: not a training history"):
+        report.run(_cfg())
+    assert _digest(tree / "reports") == before
