@@ -14,7 +14,8 @@ from flows.launch import StageFailed, child_env, run_streaming, stage_argv
 from flows.progress import ENV as PROGRESS_ENV
 from flows.progress import StageProgress
 from flows.record import DvcRecord
-from pipeline.core.errors import PipelineError
+from pipeline.core.cli import one_line
+from pipeline.core.errors import ArtifactError, PipelineError
 from pipeline.plan import StageInstance
 
 
@@ -31,7 +32,8 @@ def execute_stage(
     The plain function behind the task, so it can be tested without Prefect. The stage reports
     its progress on its output (``PIPELINE_PROGRESS``), shown by :mod:`flows.progress`.
     ``released()`` is called when the stage's process has ended well, before DVC records it:
-    its cores are free for the next stage while the outputs are hashed and cached.
+    the schedule submits the next stage then, so its task starts while this one is recorded
+    and finalised (DVC's calls themselves take turns under the record's lock).
     """
     command = record.prepare(inst.id)
     if command == "up to date":
@@ -47,10 +49,22 @@ def execute_stage(
         run_streaming(argv, env, log, inst.id, cwd=str(record.root), on_line=progress.line)
     finally:
         progress.close()
-    if released is not None:  # not after a failure: a retry runs the process again
+    if released is not None:  # not after a failed process: Prefect may run it again
         released()
-    record.commit(inst.id)
+    _record(record, inst.id)
     return "ran", "ran and recorded in dvc.lock"
+
+
+def _record(record: DvcRecord, ident: str) -> None:
+    """Commit the finished instance; DVC's refusal (a declared output the stage did not write)
+    is an ArtifactError: it would fail the same way again, so it is never retried (and the
+    process, its slot already released, never runs a second time)."""
+    from dvc.exceptions import DvcException
+
+    try:
+        record.commit(ident)
+    except DvcException as exc:
+        raise ArtifactError(f"{ident}: DVC cannot record it: {one_line(exc)}") from None
 
 
 def retryable(task, task_run, state) -> bool:

@@ -6,14 +6,15 @@ Python; dumping the whole file after every stage made each record cost O(entries
 the default DAG's 63 entries (400 kB, most of it the code dependencies), and the flow records
 every instance, so the file was dumped 63 times. Here each entry is dumped once, at the
 indentation it has in the file, and the file is the concatenation; a test checks the bytes are
-DVC's (``tests/flows/test_lock_text.py``). The parsed file is kept while its stat is unchanged,
-so nothing is re-parsed that the flow itself wrote.
+DVC's (``tests/flows/test_lock_text.py``). The parsed file is kept with the text it was parsed
+from (or written as), and reused while the file still holds exactly that text: reading 400 kB
+is cheap, parsing it is not, and a comparison of contents misses no edit by another program.
 """
 
 from __future__ import annotations
 
 import copy
-import os
+import json
 import threading
 from pathlib import Path
 
@@ -27,9 +28,9 @@ class LockText:
 
     def __init__(self, path: Path):
         self.path = path
-        self._stamp: tuple | None = None  # stat of the file the cache describes
+        self._source: str | None = None  # the text the cached data was parsed from
         self._data: dict = {}
-        self._texts: dict[str, tuple[dict, str]] = {}  # name: (entry, its text in the file)
+        self._texts: dict[str, tuple[str, str]] = {}  # name: (its exact key, its text)
         self._guard = threading.Lock()  # readers outside the record's lock share the cache
 
     def read(self) -> dict:
@@ -52,8 +53,9 @@ class LockText:
     def write(self, data: dict) -> None:
         """Replace the file (atomically) with ``data`` in DVC's text."""
         with self._guard:
-            atomic_write_text(self.path, self.text(data))
-            self._data, self._stamp = copy.deepcopy(data), self._stat()
+            text = self.text(data)
+            atomic_write_text(self.path, text)
+            self._data, self._source = copy.deepcopy(data), text
 
     def text(self, data: dict) -> str:
         """DVC's text of ``data``: its header, then each entry's (cached) text in order."""
@@ -69,31 +71,27 @@ class LockText:
     def _entry_text(self, name: str, entry: dict) -> str:
         from dvc.utils.serialize import dumps_yaml
 
+        # Exact, not ==: 1, 1.0 and True are equal in Python but not in YAML.
+        key = json.dumps(entry, default=repr)
         cached = self._texts.get(name)
-        if cached is not None and cached[0] == entry:
+        if cached is not None and cached[0] == key:
             return cached[1]
         whole = dumps_yaml({**HEADER, "stages": {name: entry}})
         head = "stages:\n"
         text = whole[whole.index(head) + len(head) :]
-        self._texts[name] = (copy.deepcopy(entry), text)
+        self._texts[name] = (key, text)
         return text
 
     def _refresh(self) -> bool:
-        """Parse the file if it changed since last read or written here; False when absent."""
-        stamp = self._stat()
-        if stamp is None:
+        """Parse the file unless it holds the text last parsed or written; False when absent."""
+        try:
+            source = self.path.read_text()
+        except FileNotFoundError:
             return False
-        if stamp != self._stamp:
+        if source != self._source:
             from dvc.utils.serialize import parse_yaml
 
             # DVC's safe parser: six times faster than the round-trip one, same values.
-            self._data = parse_yaml(self.path.read_text(), str(self.path)) or {}
-            self._stamp = stamp
+            self._data = parse_yaml(source, str(self.path)) or {}
+            self._source = source
         return True
-
-    def _stat(self) -> tuple | None:
-        try:
-            st = os.stat(self.path)
-        except FileNotFoundError:
-            return None
-        return (st.st_ino, st.st_size, st.st_mtime_ns)

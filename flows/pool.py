@@ -98,22 +98,23 @@ def pool_job(pool: str, root: Path, instances: list[StageInstance], device: str,
     return PoolJob(pool, commit, params_text, device, lost_after_s)
 
 
-def pool_device(pool: str, instances: list[StageInstance], device: str) -> str:
+def pool_device(
+    pool: str, instances: list[StageInstance], device: str, served: set[str] | None = None
+) -> str:
     """The device the pool's runs use: ``run.device``, except that ``auto`` on a pool no GPU
     worker has ever served runs on the workers' CPUs, as ``auto`` does on a machine without
-    GPUs (the flow logs it). ConfigError naming the queue, and the setting, otherwise."""
-
-    def unserved(dev: str) -> list[str]:
-        queues = sorted({queue_for(i, dev) for i in instances if not runs_in_flow(i)})
-        return [q for q in queues if not _served(pool, q)]
-
-    missing = unserved(device)
-    if missing and device == "auto" and not unserved("cpu"):
+    GPUs (the flow logs it). ConfigError naming the queue, and the setting, otherwise.
+    ``served``: the queues some worker has served (default: asked of the Prefect server)."""
+    served = _served_queues(pool) if served is None else served
+    needed = {queue_for(i, device) for i in instances if not runs_in_flow(i)}
+    missing = sorted(needed - served)
+    cpu_pool = "cpu" in served and not any(q.startswith("gpu") for q in served)
+    if missing and device == "auto" and cpu_pool:
         return "cpu"
     if missing:
-        hint = "" if missing[0] == "cpu" else (
-            f" (run.device is {device}; a worker without GPUs serves only queue 'cpu': "
-            "--set run.device=cpu runs the stages on such workers)"
+        hint = "" if missing[0] == "cpu" or not cpu_pool else (
+            f" (run.device is {device}, and this pool's workers have no GPUs: "
+            "--set run.device=cpu runs the stages on them)"
         )  # fmt: skip
         raise ConfigError(
             f"--pool {pool}: no worker has served queue {missing[0]!r} "
@@ -123,16 +124,18 @@ def pool_device(pool: str, instances: list[StageInstance], device: str) -> str:
     return device
 
 
-def _served(pool: str, queue: str) -> bool:
+def _served_queues(pool: str) -> set[str]:
+    """The queues of ``pool`` some worker has served (their deployments exist)."""
     from prefect.client.orchestration import get_client
-    from prefect.exceptions import ObjectNotFound
+    from prefect.client.schemas.filters import FlowFilter, FlowFilterName
 
+    prefix = deployment_name(pool, "")
     with get_client(sync_client=True) as client:
-        try:
-            client.read_deployment_by_name(f"{FLOW_NAME}/{deployment_name(pool, queue)}")
-        except ObjectNotFound:
-            return False
-    return True
+        found = client.read_deployments(
+            flow_filter=FlowFilter(name=FlowFilterName(any_=[FLOW_NAME]))
+        )
+    queues = {d.name[len(prefix) :] for d in found if d.name.startswith(prefix)}
+    return {q for q in queues if q == "cpu" or (q[:3] == "gpu" and q[3:].isdigit())}
 
 
 def _outs(entry: dict) -> list[str]:

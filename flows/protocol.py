@@ -70,10 +70,17 @@ def ensure_work_pool(client, pool: str) -> None:
     from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
 
     try:
-        client.read_work_pool(pool)
-        return
+        found = client.read_work_pool(pool)
     except ObjectNotFound:
-        pass
+        found = None
+    if found is not None:
+        if found.type != WORK_POOL_TYPE:
+            raise ConfigError(
+                f"work pool {pool!r} exists with type {found.type!r}; a pool of flows.worker "
+                f"has type {WORK_POOL_TYPE!r} (a Prefect {found.type} worker would take its "
+                "runs outside the project's clones): choose another --pool name"
+            )
+        return
     with contextlib.suppress(ObjectAlreadyExists):  # another worker created it meanwhile
         client.create_work_pool(
             WorkPoolCreate(

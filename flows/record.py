@@ -63,7 +63,11 @@ class DvcRecord:
         overlay = {**(overlay or {}), **self._overlay}
         if not overlay:
             return Repo(str(self.root))
-        return Repo(str(self.root), fs=overlay_fs(overlay, self.root, self.overlay_reads))
+        repo = Repo(str(self.root), fs=overlay_fs(overlay, self.root, self.overlay_reads))
+        jobs = repo.config["core"].get("checksum_jobs")
+        if jobs:  # DVC applies it only to a filesystem it made itself
+            repo.fs.hash_jobs = jobs
+        return repo
 
     @contextmanager
     def _stage(self, ident: str) -> Iterator:
@@ -104,9 +108,8 @@ class DvcRecord:
         reading of ``dvc.yaml`` and ``dvc.lock``.
 
         ``"up to date"`` or ``"restored"`` when there is nothing to run; otherwise the outputs are
-        removed (unless ``clear`` is false) and the instance's command is returned. Parsing the
-        two files is most of the cost of each call (about 0.7 s for the default DAG), and the
-        flow serialises these calls, so a stage asks once instead of four times.
+        removed (unless ``clear`` is false) and the instance's command is returned. The flow
+        serialises these calls, so a stage asks once instead of four times.
         """
         from dvc.stage.cache import RunCacheNotFoundError
 

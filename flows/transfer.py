@@ -139,9 +139,10 @@ class Schedule:
     Each task is submitted with its upstream tasks' futures as ``wait_for`` (done by then,
     so nothing waits twice): Prefect records the dependencies and its UI draws the DAG's edges.
     ``submit(inst, devices, wait_for, released)`` returns the task's future; the task calls
-    ``released()`` when its process has ended, and the next stage may start on its cores while
-    DVC records the finished one (its GPUs stay taken until the task ends, should a failed
-    record be retried; a stage's dependents wait for the record).
+    ``released()`` when its process has ended well, and the next stage is submitted then,
+    while the finished one is recorded and its task finalised (a failed record is never
+    retried, so the process never runs again outside its slot; its GPUs stay taken until the
+    task ends; a stage's dependents wait for the record).
     """
 
     def __init__(self, chosen: list[StageInstance], submit, gpus: int, max_parallel: int):

@@ -149,6 +149,11 @@ def main(argv: list[str] | None = None) -> int:
     os.environ[BEAT_ENV] = str(ns.beat)
     if ns.checkpoint_dir:
         os.environ[CHECKPOINT_DIR_ENV] = str(Path(ns.checkpoint_dir).expanduser().resolve())
+    return serve(ns.pool, queues, ns.limit or max(ns.gpus, 1), ns.poll, ns.beat)
+
+
+def serve(pool: str, queues: list[str], limit: int, poll: float, beat: float) -> int:
+    """Announce this worker in the pool's work pool and serve its deployments until stopped."""
     import asyncio
 
     from prefect.client.orchestration import get_client
@@ -157,19 +162,22 @@ def main(argv: list[str] | None = None) -> int:
     import flows.worker as this  # the flow by its module name, not __main__, for run processes
 
     name = os.environ[WORKER_ENV].replace(":", "-")
-    with get_client(sync_client=True) as client:
-        ensure_work_pool(client, ns.pool)  # the UI's Work Pools page lists it, and us in it
-    runner = Runner(name=name, query_seconds=ns.poll, limit=ns.limit or max(ns.gpus, 1),
-                    pause_on_shutdown=False)  # fmt: skip
+    try:
+        with get_client(sync_client=True) as client:
+            ensure_work_pool(client, pool)  # the UI's Work Pools page lists it, and us in it
+    except PipelineError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    runner = Runner(name=name, query_seconds=poll, limit=limit, pause_on_shutdown=False)
     for queue in queues:
         runner.add_deployment(
             this.stage_on_worker.to_deployment(
-                name=deployment_name(ns.pool, queue), tags=[ns.pool, queue],
-                work_pool_name=ns.pool, work_queue_name=queue,
+                name=deployment_name(pool, queue), tags=[pool, queue],
+                work_pool_name=pool, work_queue_name=queue,
             )
         )  # fmt: skip
-    announce_worker(ns.pool, name, ns.beat)
-    print(f"worker {os.environ[WORKER_ENV]} serves pool {ns.pool}, queues {', '.join(queues)}",
+    announce_worker(pool, name, beat)
+    print(f"worker {os.environ[WORKER_ENV]} serves pool {pool}, queues {', '.join(queues)}",
           flush=True)  # fmt: skip
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(runner.start())

@@ -61,3 +61,27 @@ def test_an_edit_by_another_program_is_read_not_the_cached_text(tmp_path):
         "b@0",
         "c@0",
     }
+
+
+def test_a_same_size_rewrite_by_another_program_is_read(tmp_path):
+    record = DvcRecord(tmp_path)
+    record.write_entries({"a@0": TRICKY})
+    path = tmp_path / LOCK_FILE
+    text = path.read_text()
+    edited = text.replace("md5: '1e5'", "md5: '9e9'")  # an output re-hashed: same size
+    assert len(edited) == len(text) and edited != text
+    path.write_text(edited)
+    assert DvcRecord(tmp_path).entry("a@0")["outs"][0]["md5"] == "9e9"
+    record.write_entries({"b@0": TRICKY})
+    assert "md5: '9e9'" in path.read_text()
+
+
+def test_equal_values_of_another_type_are_written_as_dvc_writes_them(tmp_path):
+    record = DvcRecord(tmp_path)
+    first = {**copy.deepcopy(TRICKY), "params": {"params.yaml": {"lr": 1, "flag": True}}}
+    second = {**copy.deepcopy(TRICKY), "params": {"params.yaml": {"lr": 1.0, "flag": 1}}}
+    assert first == second  # to Python; not to YAML
+    record.write_entries({"a@0": first})
+    record.write_entries({"a@0": second})
+    expected = {"schema": "2.0", "stages": {"a@0": second}}
+    assert (tmp_path / LOCK_FILE).read_text() == dumps_yaml(expected)

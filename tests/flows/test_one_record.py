@@ -136,8 +136,12 @@ def test_flow_and_dvc_repro_keep_one_record(project, prefect_harness, monkeypatc
     assert {s for i, s in status.items() if i not in restored} == {"up to date"}
     assert dvc_status(project) == {}
 
-    # Everything a stage writes that another reads is DVC's: pushed, a fresh clone pulls a
-    # workspace that DVC finds clean (an undeclared file would show as a changed dependency).
+    pushed_and_pulled_clean(project)
+
+
+def pushed_and_pulled_clean(project: Path) -> None:
+    """Everything a stage writes that another reads is DVC's: pushed, a fresh clone pulls a
+    workspace that DVC finds clean (an undeclared file would show as a changed dependency)."""
     remote = project.parent / "remote"
     sh([*DVC, "remote", "add", "-d", "store", str(remote)], project)
     sh([*DVC, "push"], project)
@@ -147,9 +151,8 @@ def test_flow_and_dvc_repro_keep_one_record(project, prefect_harness, monkeypatc
         shutil.copy(project / name, clone / name)
     sh([*DVC, "pull"], clone)
     assert dvc_status(clone) == {}
-    assert (clone / "reports" / "transfer.md").read_text() == Path(
-        "reports/transfer.md"
-    ).read_text()
+    report = (clone / "reports" / "transfer.md").read_text()
+    assert report == (project / "reports" / "transfer.md").read_text()
 
 
 def test_killed_flow_completes_on_rerun(project, prefect_harness):

@@ -1,15 +1,20 @@
 """The flow's schedule: a finished process frees its slot while DVC records it, its dependents
 wait for the record, and GPUs are never given to two stages at once (no Prefect: fake tasks
-driven step by step)."""
+driven step by step); and when a stage's task says its process has ended."""
 
 from __future__ import annotations
 
 import queue
 import threading
+from types import SimpleNamespace
 
+import pytest
 from prefect.states import Completed
 
+from flows.execute import execute_stage, retryable
+from flows.launch import StageFailed
 from flows.transfer import Schedule
+from pipeline.core.errors import ArtifactError
 from pipeline.plan import StageInstance
 
 
@@ -100,3 +105,55 @@ def test_gpus_stay_taken_until_the_stage_is_recorded():
     second.finish()
     thread.join(timeout=5)
     assert result == {"g1": "ran", "g2": "ran"}
+
+
+class FakeRecord:
+    """A workspace whose instance runs ``command``; records the order of what happened."""
+
+    def __init__(self, root, command: str, commit_error: Exception | None = None):
+        self.root, self.command, self.commit_error = root, command, commit_error
+        self.events: list[str] = []
+
+    def prepare(self, ident: str) -> str:
+        return self.command
+
+    def commit(self, ident: str) -> None:
+        self.events.append("commit")
+        if self.commit_error is not None:
+            raise self.commit_error
+
+
+class Log:
+    def info(self, *args) -> None:
+        pass
+
+    error = warning = info
+
+
+def _execute(record: FakeRecord) -> None:
+    inst = StageInstance(id="s@0", stage="s", item={})
+    execute_stage(record, inst, None, Log(), released=lambda: record.events.append("released"))
+
+
+def test_a_stage_releases_its_slot_after_its_process_and_before_its_record(tmp_path):
+    record = FakeRecord(tmp_path, "python -c pass")
+    _execute(record)
+    assert record.events == ["released", "commit"]
+
+
+def test_a_failed_process_keeps_its_slot_for_the_retry(tmp_path):
+    record = FakeRecord(tmp_path, "python -c 'raise SystemExit(3)'")
+    with pytest.raises(StageFailed):
+        _execute(record)
+    assert record.events == []  # neither released nor recorded
+
+
+def test_a_refused_record_is_an_error_that_is_not_retried(tmp_path):
+    from dvc.exceptions import DvcException
+
+    record = FakeRecord(tmp_path, "python -c pass", DvcException("output 'x' does not exist"))
+    with pytest.raises(ArtifactError, match=r"s@0: DVC cannot record it: output 'x'") as caught:
+        _execute(record)
+    state = SimpleNamespace(result=lambda raise_on_failure: caught.value)
+    assert not retryable(None, None, state)
+    assert record.events == ["released", "commit"]
