@@ -34,7 +34,7 @@ log = logging.getLogger("pipeline")
 HEADLINE = ("test_acc", "knn_acc", "readout_acc", "mean_distance", "success_rate", "samples")
 TOOLS = {
     "plan": "pipeline.plan:plan_main",
-    "shard": "pipeline.data.shard_cli:shard_main",
+    "shard": "pipeline.shard_tool:shard_main",
     "dvc-yaml": "pipeline.dvcyaml:main",
     "use-params": "pipeline.core.workspace:use_params_main",
 }

@@ -489,7 +489,7 @@ def test_burn_in_outside_the_run_list_is_allowed():
     ],
 )
 def test_shard_usage_errors_are_one_line(tmp_path, monkeypatch, capsys, argv, fragment):
-    from pipeline.data.shard_cli import shard_main
+    from pipeline.shard_tool import shard_main
 
     monkeypatch.chdir(tmp_path)
     with pytest.raises(SystemExit) as info:

@@ -17,8 +17,9 @@ The layers, lowest first; a module may import its own package and anything in a 
    files; no torch).
 4. ``pipeline.analysis`` (diagnostics of trained networks, using the regularizers' weight norms)
    and ``pipeline.training``: the loop, SSL objectives, checkpoints, fingerprints.
-5. ``pipeline.stages`` (one module per DAG stage and their glue) and ``pipeline.experiments``
-   (the papers' toy experiments, a DVC sub-project of their own).
+5. ``pipeline.stages`` (one module per DAG stage and their glue), ``pipeline.experiments``
+   (the papers' toy experiments, a DVC sub-project of their own) and ``pipeline.shard_tool``
+   (``python -m pipeline shard``: any source to shards, outside the DAG).
 6. The control code that reads the stage declarations: ``pipeline.plan``, ``pipeline.dvcyaml``
    and the CLI ``pipeline.__main__``; no torch.
 7. ``flows``: Prefect flows over the plan.
@@ -46,6 +47,7 @@ LAYERS = {
     "pipeline.training": 4,
     "pipeline.stages": 5,
     "pipeline.experiments": 5,
+    "pipeline.shard_tool": 5,
     "pipeline.plan": 6,
     "pipeline.dvcyaml": 6,
     "pipeline.__main__": 6,

@@ -18,7 +18,7 @@ from pipeline.data import (
     read_meta,
     write_shards,
 )
-from pipeline.data.shard_cli import parse_option, shard_main
+from pipeline.shard_tool import parse_option, shard_main
 
 
 def small_rgb(n: int = 23, classes: int = 3) -> ArrayDataset:

@@ -1,6 +1,8 @@
 """``python -m pipeline shard``: write one split of a source as webdataset shards.
 
-Kept apart from ``pipeline.__main__`` so the CLI dispatcher only has to call ``shard_main``.
+Kept apart from ``pipeline.__main__`` so the CLI dispatcher only has to call ``shard_main``, and
+out of ``pipeline/data`` (the library it drives) so that a stage importing all of that library
+depends on it as one folder, not file by file: a tool no stage runs is no stage's dependency.
 """
 
 from __future__ import annotations
