@@ -335,6 +335,15 @@ def test_dry_run_answers_for_another_file_without_writing_params(project):
 
 
 @pytest.mark.slow
+def _as_from_a_shell() -> None:
+    """The child starts with the signals a shell's command gets: none blocked, none ignored.
+    A test runner's own state (a signal blocked or ignored by whatever started it, inherited
+    across exec) must not decide whether the signal under test arrives."""
+    signal.pthread_sigmask(signal.SIG_SETMASK, [])
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(sig, signal.SIG_DFL)
+
+
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT, signal.SIGHUP])
 def test_a_signal_mid_dry_run_leaves_params_yaml_byte_identical(project, tmp_path, sig):
     other = yaml.safe_load(Path("params.yaml").read_text())
@@ -345,6 +354,7 @@ def test_a_signal_mid_dry_run_leaves_params_yaml_byte_identical(project, tmp_pat
     proc = subprocess.Popen(
         [PY, "-m", "flows.transfer", "--dry-run", "--params", "other.yaml"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, text=True,
+        preexec_fn=_as_from_a_shell,
     )  # fmt: skip
     try:
         assert proc.stderr.readline().strip() == "paused at dry-run"
