@@ -50,12 +50,15 @@ class LockText:
             data = {**HEADER, "stages": {name: entry} if entry is not None else {}}
             return self.text(data).encode()
 
-    def write(self, data: dict) -> None:
-        """Replace the file (atomically) with ``data`` in DVC's text."""
+    def update(self, entries: dict[str, dict]) -> None:
+        """Add or replace ``entries`` and rewrite the file (atomically) in DVC's text."""
         with self._guard:
+            data = copy.deepcopy(self._data) if self._refresh() else {}
+            data = data or {**HEADER, "stages": {}}
+            data.setdefault("stages", {}).update(copy.deepcopy(entries))
             text = self.text(data)
             atomic_write_text(self.path, text)
-            self._data, self._source = copy.deepcopy(data), text
+            self._data, self._source = data, text
 
     def text(self, data: dict) -> str:
         """DVC's text of ``data``: its header, then each entry's (cached) text in order."""

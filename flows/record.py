@@ -144,9 +144,7 @@ class DvcRecord:
         """DVC's entry for the stage, in DVC's text, replacing the file at once."""
         from dvc.stage.serialize import to_lockfile
 
-        data = self._read_lock() or {"schema": "2.0", "stages": {}}
-        data.setdefault("stages", {}).update(to_lockfile(stage))
-        self._lock_text.write(data)
+        self._lock_text.update(to_lockfile(stage))
 
     # -- a pool of workers: entries and outputs travel between workspaces ------------------------
 
@@ -158,9 +156,7 @@ class DvcRecord:
     def write_entries(self, entries: dict[str, dict]) -> None:
         """Put entries computed in another workspace into this ``dvc.lock`` (atomically)."""
         with self._lock:
-            data = self._read_lock() or {"schema": "2.0", "stages": {}}
-            data.setdefault("stages", {}).update(entries)
-            self._lock_text.write(data)
+            self._lock_text.update(entries)
 
     def _read_lock(self) -> dict:
         """``dvc.lock`` as plain data, parsed by DVC's own parser (:mod:`flows.lock_text`)."""

@@ -30,11 +30,15 @@ def _finite(x) -> bool:
     return isinstance(x, (int, float)) and math.isfinite(x)
 
 
+def _method_stats(model: AttackedModel, method: str) -> dict:
+    return (model.attack.get("by_method") or {}).get(method) or {}
+
+
 def accuracy_vs_delta(models: list[AttackedModel], method: str) -> list[dict]:
     """Per attacked model: its accuracy and the mean Δ of ``method`` (the declared attack)."""
     rows = []
     for m in models:
-        delta = ((m.attack.get("by_method") or {}).get(method) or {}).get("mean_distance")
+        delta = _method_stats(m, method).get("mean_distance")
         if _finite(delta) and _finite(m.test_acc):
             rows.append({"variant": _label(m), "run": m.run_id, "test_acc": m.test_acc,
                          "mean_delta": delta})  # fmt: skip
@@ -45,7 +49,7 @@ def delta_vs_queries(models: list[AttackedModel], method: str, budgets: list[int
     """Per attacked model and query budget: the mean Δ found within that budget."""
     rows = []
     for m in models:
-        at = ((m.attack.get("by_method") or {}).get(method) or {}).get("at_queries") or {}
+        at = _method_stats(m, method).get("at_queries") or {}
         for budget in budgets:
             delta = at.get(str(budget))
             if _finite(delta):
